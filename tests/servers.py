@@ -1,0 +1,273 @@
+"""Real servers for the tests, started on 127.0.0.1 and free ports in temporary directories.
+
+Each ``start_*`` returns a handle with the connection details and a ``stop()`` that stops the
+server by PID. Recipes: ``../shared/TESTING.md``. Nothing here listens on anything but loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 10.0, message: str = "condition", interval: float = 0.01
+) -> Any:
+    """Poll ``condition`` until it returns a truthy value (returned) or raise after ``timeout``.
+
+    The interval grows from ``interval`` to 0.25 s. The bounded replacement for ``sleep`` in tests.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # the condition may raise until the thing is ready
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            extra = f" (last error: {last_exc!r})" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}{extra}")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.25)
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def require_binary(name: str, package: str) -> str:
+    """Path of ``name`` or a clear failure naming the Debian package (scripts/test installs it)."""
+    path = shutil.which(name) or next(
+        (str(p) for p in Path("/usr/lib/postgresql").glob(f"*/bin/{name}") if p.exists()), None
+    )
+    if not path:
+        raise RuntimeError(f"{name} not found: install the Debian package {package} (scripts/test does)")
+    return path
+
+
+def _kill_pidfile(pidfile: Path, sig: int = signal.SIGTERM) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# --------------------------------------------------------------------------- Redis
+@dataclass
+class RedisServer:
+    """A redis-server on loopback."""
+
+    port: int
+    directory: Path
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        _kill_pidfile(self.directory / "redis.pid")
+
+
+def start_redis(directory: Path, password: str | None = None, extra: list[str] | None = None) -> RedisServer:
+    """Start redis-server on a free loopback port, daemonized, no persistence."""
+    binary = require_binary("redis-server", "redis-server")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+        "--daemonize", "yes", "--pidfile", str(directory / "redis.pid"),
+        "--logfile", str(directory / "redis.log"), "--save", "", "--appendonly", "no",
+    ]
+    if password:
+        args += ["--requirepass", password]
+    subprocess.run(args + (extra or []), check=True)
+    server = RedisServer(port, directory, password)
+    wait_until(lambda: _port_open(port), 10, f"redis-server on port {port}")
+    return server
+
+
+# ----------------------------------------------------------------------- PostgreSQL
+@dataclass
+class PostgresServer:
+    """A PostgreSQL 15 cluster on loopback, run as the ``postgres`` user, trust auth."""
+
+    port: int
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        pg_ctl = require_binary("pg_ctl", "postgresql")
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", pg_ctl, "-D", str(self.directory / "data"), "-m", "fast",
+             "-w", "stop"],
+            check=False, capture_output=True,
+        )
+
+
+def start_postgres(directory: Path) -> PostgresServer:
+    """initdb + pg_ctl start on a free loopback port with fsync off (test data only)."""
+    initdb = require_binary("initdb", "postgresql")
+    pg_ctl = require_binary("pg_ctl", "postgresql")
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.chown(directory, "postgres", "postgres")
+    os.chmod(directory, 0o755)
+    parent = directory.parent
+    while parent != parent.parent:  # postgres must be able to traverse to its directory
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+        parent = parent.parent
+    data = directory / "data"
+    run_as = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*run_as, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True, capture_output=True,
+    )
+    port = free_port()
+    opts = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    subprocess.run(
+        [*run_as, pg_ctl, "-D", str(data), "-l", str(directory / "pg.log"), "-w", "-o", opts, "start"],
+        check=True, capture_output=True,
+    )
+    wait_until(lambda: _port_open(port), 20, f"postgres on port {port}")
+    return PostgresServer(port, directory)
+
+
+# --------------------------------------------------------------------------- sshd
+@dataclass
+class SshServer:
+    """An OpenSSH sshd on loopback with key login for ``user`` and a known_hosts file for the client."""
+
+    port: int
+    directory: Path
+    user: str
+    key_file: Path
+    known_hosts: Path
+    host: str = "127.0.0.1"
+    host_public_key: str = ""
+    _pid: int = field(default=0, repr=False)
+
+    def stop(self) -> None:
+        _kill_pidfile(self.directory / "sshd.pid")
+
+    def storage_options(self) -> dict[str, Any]:
+        """Options for pilot-data's SFTP store / SSH launcher (key file + verified host key)."""
+        return {
+            "username": self.user,
+            "key_filename": str(self.key_file),
+            "known_hosts": str(self.known_hosts),
+            "port": self.port,
+        }
+
+
+def start_sshd(directory: Path, user: str = "root") -> SshServer:
+    """Start sshd with its own host key, a user key authorized for ``user`` and a known_hosts file."""
+    sshd = require_binary("sshd", "openssh-server")
+    keygen = require_binary("ssh-keygen", "openssh-client")
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    host_key = directory / "host_ed25519"
+    user_key = directory / "user_ed25519"
+    for key in (host_key, user_key):
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    auth_dir = directory / "authorized_keys"
+    auth_dir.mkdir(exist_ok=True)
+    (auth_dir / user).write_text((directory / "user_ed25519.pub").read_text())
+    port = free_port()
+    config = directory / "sshd_config"
+    config.write_text(
+        f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile {directory}/sshd.pid
+AuthorizedKeysFile {auth_dir}/%u
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AcceptEnv PDATA_*
+Subsystem sftp internal-sftp
+"""
+    )
+    subprocess.run([sshd, "-f", str(config), "-E", str(directory / "sshd.log")], check=True)
+    wait_until(lambda: _port_open(port), 10, f"sshd on port {port}")
+    host_pub = (directory / "host_ed25519.pub").read_text().split()
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    return SshServer(port, directory, user, user_key, known_hosts, host_public_key=" ".join(host_pub[:2]))
+
+
+# ------------------------------------------------------------------------- moto S3
+@dataclass
+class MotoServer:
+    """moto_server (S3) on loopback; credentials ``testing/testing``."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def storage_options(self) -> dict[str, Any]:
+        """s3fs options for this endpoint (no region_name: moto rejects the LocationConstraint)."""
+        return {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": self.endpoint_url}}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_moto(directory: Path) -> MotoServer:
+    """Start ``moto_server`` on a free loopback port."""
+    binary = shutil.which("moto_server")
+    if not binary:
+        raise RuntimeError("moto_server not found: pip install 'moto[server]' (scripts/test does)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = open(directory / "moto.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    wait_until(lambda: _port_open(port), 20, f"moto_server on port {port}")
+    return MotoServer(port, proc)
