@@ -1,0 +1,228 @@
+"""The history writer: drains the coordination event stream into the SQL history, idempotently.
+
+:class:`HistoryWriter` reads :meth:`Coordination.events_after` from where this *source* (coordination
+namespace + redacted backend URL, :func:`source_id`) last stopped, converts each event into a row of
+:class:`~pilotdata.history.models.Event` or, for ``entity == "transfer"``, of
+:class:`~pilotdata.history.models.Transfer`, and inserts each batch in one transaction with
+``INSERT ... ON CONFLICT (source, cursor) DO NOTHING``. The same transaction appends a
+:class:`~pilotdata.history.models.DrainMark` (the batch's last cursor) when the batch added rows.
+
+Why this is idempotent and restart-safe:
+
+* The unique constraint makes a second insert of an event a no-op, so running :meth:`HistoryWriter.drain`
+  twice, or two writers at once, stores every event exactly once.
+* A batch is a contiguous run of the stream that starts right after a stored mark and commits as a
+  whole, so the stored events of a source always form a prefix of its stream. Resuming after any mark
+  therefore never skips an event, and only a batch that added rows writes a mark, so the newest mark
+  is the furthest point stored. Cursors are opaque: they are never compared, in SQL or here.
+* ``trim=True`` trims the coordination stream only up to a cursor that is stored. Trim only when this
+  history is the stream's sole consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Insert, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from pilotdata.coordination.base import Coordination, now
+from pilotdata.coordination.base import Event as CoordinationEvent
+from pilotdata.errors import CoordinationError, HistoryError
+from pilotdata.history.models import DrainMark, Event, History, Transfer, redact_url
+
+__all__ = ["TRANSFER_ENTITY", "HistoryWriter", "source_id"]
+
+log = logging.getLogger(__name__)
+
+TRANSFER_ENTITY = "transfer"
+"""Events with this ``entity`` are transfer records and go to the transfers table."""
+_TRANSFER_KEYS = frozenset({"du", "bytes", "seconds", "source", "destination", "ok"})
+DEFAULT_BATCH_SIZE = 500
+
+
+def source_id(coordination: Coordination) -> str:
+    """The stable identity of a coordination stream: ``"<namespace>@<backend URL, password hidden>"``."""
+    return f"{coordination.namespace}@{redact_url(coordination.url)}"
+
+
+class HistoryWriter:
+    """Drains one coordination namespace's event stream into a :class:`History`.
+
+    Any number of writers (threads or processes) may drain the same stream into the same history:
+    each event is stored once. ``batch_size`` events are read and stored per transaction.
+    """
+
+    def __init__(
+        self,
+        coordination: Coordination,
+        history: History | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.coordination = coordination
+        self.history = history if history is not None else History()
+        self.batch_size = batch_size
+        self.source: str = source_id(coordination)
+        """This stream's ``source`` value in every row the writer stores."""
+
+    def stored_cursor(self) -> str | None:
+        """The cursor up to which this source's events are stored (``None``: nothing stored yet)."""
+        query = (
+            select(DrainMark.cursor)
+            .where(DrainMark.source == self.source)
+            .order_by(DrainMark.id.desc())
+            .limit(1)
+        )
+        with self.history.read("read the last stored cursor") as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def drain(self, limit: int | None = None, *, trim: bool = False) -> int:
+        """Store the events not stored yet (at most ``limit`` of them); return how many rows are new.
+
+        Resumes after :meth:`stored_cursor`, so a new writer (after a restart) continues where the last
+        one stopped. With ``trim``, the coordination stream is then trimmed up to what is stored.
+        Raises :class:`CoordinationError` / :class:`HistoryError` if either side fails; what was
+        committed before the failure stays, and the next drain continues from there.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        cursor = self.stored_cursor()
+        new = seen = 0
+        while limit is None or seen < limit:
+            want = self.batch_size if limit is None else min(self.batch_size, limit - seen)
+            events = self.coordination.events_after(cursor, limit=want)
+            if not events:
+                break
+            new += self.store(events)
+            cursor = events[-1].cursor
+            seen += len(events)
+            if len(events) < want:
+                break
+        if trim and cursor is not None:
+            self.coordination.trim_events(cursor)
+        return new
+
+    def run(self, stop_event: threading.Event, interval: float = 1.0, *, trim: bool = False) -> int:
+        """Drain continuously until ``stop_event`` is set; return the number of new rows stored.
+
+        Waits for new events with the backend's blocking read (``events_after(block=interval)``), so an
+        event is stored as soon as it arrives; ``interval`` bounds how long a stop request waits. A
+        failing backend or database is logged and retried every ``interval`` seconds. After the stop
+        request, whatever is left in the stream is drained once more.
+        """
+        total = 0
+        cursor: str | None = None
+        resume = True
+        while not stop_event.is_set():
+            try:
+                if resume:
+                    cursor = self.stored_cursor()
+                    resume = False
+                events = self.coordination.events_after(cursor, limit=self.batch_size, block=interval)
+                if events:
+                    total += self.store(events)
+                    cursor = events[-1].cursor
+                    if trim:
+                        self.coordination.trim_events(cursor)
+            except (CoordinationError, HistoryError) as exc:
+                log.warning("history writer for %s: %s; retrying in %.1f s", self.source, exc, interval)
+                resume = True
+                stop_event.wait(interval)
+        try:
+            total += self.drain(trim=trim)
+        except (CoordinationError, HistoryError) as exc:
+            log.warning("history writer for %s: final drain failed: %s", self.source, exc)
+        return total
+
+    def store(self, events: Sequence[CoordinationEvent]) -> int:
+        """Insert ``events`` (a contiguous run of this source's stream) in one transaction.
+
+        Returns the number of rows that were new; events already stored are skipped.
+        """
+        if not events:
+            return 0
+        event_rows: list[dict[str, Any]] = []
+        transfer_rows: list[dict[str, Any]] = []
+        for ev in events:
+            row = self._transfer_row(ev) if ev.entity == TRANSFER_ENTITY else None
+            if row is not None:
+                transfer_rows.append(row)
+            else:
+                event_rows.append(self._event_row(ev))
+        with self.history.write(f"store {len(events)} events of {self.source}") as conn:
+            new = 0
+            if event_rows:
+                stmt = self._insert_ignore(Event).returning(Event.id)
+                new += len(conn.execute(stmt, event_rows).all())
+            if transfer_rows:
+                stmt = self._insert_ignore(Transfer).returning(Transfer.id)
+                new += len(conn.execute(stmt, transfer_rows).all())
+            if new:
+                mark = {"source": self.source, "cursor": events[-1].cursor, "time": now(), "rows": new}
+                conn.execute(insert(DrainMark).values(**mark))
+        return new
+
+    # ----------------------------------------------------------------- rows
+    def _insert_ignore(self, table: type[Event] | type[Transfer]) -> Insert:
+        """``INSERT ... ON CONFLICT (source, cursor) DO NOTHING`` in the history's dialect."""
+        if self.history.dialect == "postgresql":
+            return pg_insert(table).on_conflict_do_nothing(index_elements=["source", "cursor"])
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=["source", "cursor"])
+
+    def _event_row(self, ev: CoordinationEvent) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "cursor": ev.cursor,
+            "entity": ev.entity,
+            "entity_id": ev.id,
+            "from_state": ev.from_state,
+            "to_state": ev.to_state,
+            "time": ev.time,
+            "pilot": ev.pilot,
+            "attempt": ev.attempt,
+            "detail": dict(ev.detail),
+        }
+
+    def _transfer_row(self, ev: CoordinationEvent) -> dict[str, Any] | None:
+        """The transfers-table row of a transfer record, or ``None`` if it is malformed.
+
+        A malformed record (no numeric ``bytes``/``seconds``) is stored as an ordinary event instead,
+        so that it is neither lost nor able to stop the writer.
+        """
+        detail: Mapping[str, Any] = ev.detail
+        try:
+            nbytes = int(detail["bytes"])
+            seconds = float(detail["seconds"])
+        except (KeyError, TypeError, ValueError):
+            nbytes, seconds = -1, math.nan
+        if nbytes < 0 or not math.isfinite(seconds) or seconds < 0:
+            log.warning(
+                "history writer for %s: transfer record at cursor %s has no valid bytes/seconds; "
+                "stored as an event", self.source, ev.cursor,
+            )
+            return None
+        return {
+            "source": self.source,
+            "cursor": ev.cursor,
+            "du": str(detail.get("du") or ev.id),
+            "bytes": nbytes,
+            "seconds": seconds,
+            "source_url": _url_or_none(detail.get("source")),
+            "destination_url": _url_or_none(detail.get("destination")),
+            "pilot": ev.pilot,
+            "time": ev.time,
+            "ok": bool(detail.get("ok", True)),
+            "detail": {k: v for k, v in detail.items() if k not in _TRANSFER_KEYS},
+        }
+
+
+def _url_or_none(value: object) -> str | None:
+    return None if value is None else redact_url(str(value))
