@@ -1,0 +1,1 @@
+"""Tests of the SQL history (pilotdata.history) against real SQLite, PostgreSQL and coordination."""
