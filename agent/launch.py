@@ -1,0 +1,230 @@
+"""Launching a CU without a shell: argv building (MPI included), environment, process groups.
+
+* The CU runs from an argv list, never through a shell. As BigJob users expect (BigJob wrote a shell
+  script), ``$VAR`` and ``${VAR}`` in the executable and the arguments are expanded: from the CU's
+  environment first, then the agent's. An unknown variable expands to the empty string, as in a shell;
+  ``\\$`` is a literal ``$``.
+* The environment is the agent's (without ``PDATA_URL``, which may hold a password) plus the CU's,
+  plus ``PDATA_CU_ID``, ``PDATA_PILOT_ID`` and ``PDATA_SANDBOX``.
+* ``spmd_variation: mpi`` with N processes runs ``mpirun -np N`` (Open MPI: ``--allow-run-as-root``
+  as root, ``--oversubscribe`` when N exceeds the cores, ``-x NAME`` for each CU variable), or, inside
+  a SLURM allocation (``SLURM_JOB_ID`` set) when ``srun`` supports ``--mpi=pmix``, ``srun -n N``.
+* Every CU is the leader of its own process group (a new session), so a timeout or a cancel kills
+  the whole tree: SIGTERM to the group, SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.task import CUFailed, Task
+
+HIDDEN_VARIABLES = ("PDATA_URL",)
+"""Agent variables never passed to a CU (the coordination URL may carry a password)."""
+
+_VAR = re.compile(r"\\\$|\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand(text: str, *scopes: Mapping[str, str]) -> str:
+    """Replace ``$NAME`` / ``${NAME}`` with the first scope that defines NAME (else ``""``).
+
+    ``\\$`` stands for a literal ``$`` (for scripts handed to a CU's own shell: ``\\$i``).
+    """
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name is None:
+            return "$"
+        for scope in scopes:
+            if name in scope:
+                return scope[name]
+        return ""
+
+    return _VAR.sub(repl, text)
+
+
+def cu_environment(task: Task, base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a CU: ``base`` minus hidden variables, plus ``extra``, plus the CU's own."""
+    env = {k: v for k, v in base.items() if k not in HIDDEN_VARIABLES}
+    env.update(extra)
+    env.update(task.description.environment)
+    return env
+
+
+def resolve_executable(name: str, sandbox: Path, path_var: str | None) -> str:
+    """Absolute path of the executable; :class:`CUFailed` ``executable not found: X`` otherwise.
+
+    A name with a ``/`` is taken relative to the sandbox; a bare name is searched in ``PATH``.
+    """
+    if "/" in name:
+        candidate = Path(name) if os.path.isabs(name) else sandbox / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+        if candidate.is_file():
+            raise CUFailed(f"executable not executable: {name}")
+        raise CUFailed(f"executable not found: {name}")
+    found = shutil.which(name, path=path_var)
+    if not found:
+        raise CUFailed(f"executable not found: {name}")
+    return found
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=8)
+def is_open_mpi(mpirun: str) -> bool:
+    """Whether ``mpirun`` is Open MPI's (which takes ``--allow-run-as-root`` / ``--oversubscribe``)."""
+    try:
+        out = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "open mpi" in (out.stdout + out.stderr).lower() or "open-mpi" in (out.stdout + out.stderr).lower()
+
+
+@functools.lru_cache(maxsize=4)
+def srun_has_pmix(srun: str) -> bool:
+    """Whether ``srun --mpi=list`` offers pmix."""
+    try:
+        out = subprocess.run([srun, "--mpi=list"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "pmix" in (out.stdout + out.stderr).lower()
+
+
+def mpi_prefix(
+    processes: int,
+    launcher: str,
+    env: Mapping[str, str],
+    cu_variables: Sequence[str] = (),
+) -> list[str]:
+    """The launcher part of an MPI argv (everything before the executable).
+
+    ``launcher``: ``auto`` (srun with pmix inside a SLURM allocation, else mpirun), ``srun``, or an
+    mpirun-compatible command. :class:`CUFailed` if the launcher cannot be found.
+    """
+    n = str(processes)
+    path_var = env.get("PATH")
+    if launcher in ("auto", "srun"):
+        srun = shutil.which("srun", path=path_var)
+        in_slurm = bool(env.get("SLURM_JOB_ID"))
+        if launcher == "srun" and not srun:
+            raise CUFailed("MPI launcher not found: srun")
+        if srun and (launcher == "srun" or in_slurm):
+            if srun_has_pmix(srun):
+                return [srun, "--mpi=pmix", "-n", n]
+            if launcher == "srun":
+                return [srun, "-n", n]
+        launcher = "mpirun"  # auto: outside SLURM, or srun without pmix
+    mpirun = shutil.which(launcher, path=path_var)
+    if not mpirun:
+        raise CUFailed(f"MPI launcher not found: {launcher}")
+    argv = [mpirun]
+    if is_open_mpi(mpirun):
+        if os.geteuid() == 0:
+            argv.append("--allow-run-as-root")
+        if processes > cores():
+            argv.append("--oversubscribe")
+        for name in cu_variables:
+            argv += ["-x", name]
+    return [*argv, "-np", n]
+
+
+def build_argv(task: Task, sandbox: Path, env: Mapping[str, str], mpi_launcher: str = "auto") -> list[str]:
+    """The full argv of ``task``: expanded executable and arguments, behind the MPI launcher if any."""
+    desc = task.description
+    scopes = (desc.environment, env)
+    exe = resolve_executable(expand(desc.executable, *scopes), sandbox, env.get("PATH"))
+    args = [expand(a, *scopes) for a in desc.arguments]
+    if task.is_mpi:
+        return [*mpi_prefix(task.processes, mpi_launcher, env, sorted(desc.environment)), exe, *args]
+    return [exe, *args]
+
+
+@dataclass
+class Launched:
+    """A running CU process (leader of its own process group)."""
+
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pgid(self) -> int:
+        """The process group id (the leader's pid)."""
+        return self.process.pid
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or ``None`` if the process still runs after ``timeout`` seconds."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill_group(self, grace: float) -> int:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds; return the leader's exit code.
+
+        With ``grace`` 0 the group gets SIGKILL at once.
+        """
+        if grace > 0 and self.process.poll() is None:
+            _signal_group(self.pgid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if self.wait(min(0.05, max(0.0, deadline - time.monotonic()))) is not None:
+                    break
+        _signal_group(self.pgid, signal.SIGKILL)  # also the group's other members
+        return self.process.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def spawn(argv: Sequence[str], sandbox: Path, env: Mapping[str, str], stdout: Path, stderr: Path) -> Launched:
+    """Start ``argv`` in ``sandbox`` with stdout/stderr to the given files, in a new session."""
+    try:
+        out = open(stdout, "wb")  # noqa: SIM115 - closed below, after the child has its copy
+    except OSError as exc:
+        raise CUFailed(f"cannot open output file {str(stdout)!r}: {exc.strerror or exc}") from exc
+    try:
+        err = out if stderr == stdout else open(stderr, "wb")  # noqa: SIM115
+    except OSError as exc:
+        out.close()
+        raise CUFailed(f"cannot open error file {str(stderr)!r}: {exc.strerror or exc}") from exc
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=sandbox,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except FileNotFoundError as exc:
+        raise CUFailed(f"executable not found: {argv[0]}") from exc
+    except PermissionError as exc:
+        raise CUFailed(f"executable not executable: {argv[0]}") from exc
+    except OSError as exc:
+        raise CUFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+    finally:
+        out.close()
+        if err is not out:
+            err.close()
+    return Launched(proc)
