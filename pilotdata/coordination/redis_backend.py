@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 import redis.exceptions
@@ -228,7 +228,12 @@ def redact_url(url: str) -> str:
         query = urlencode(
             [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"]
         )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        # Built by hand: urlunsplit would turn "unix:///path" (empty host) into "unix:/path".
+        return (
+            f"{parts.scheme}://{netloc}{parts.path}"
+            + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else "")
+        )
     except ValueError:
         return "<unparseable redis URL>"
 

@@ -189,9 +189,13 @@ class SQLiteCoordination(Coordination):
         conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA synchronous=NORMAL")
-        if not self._ready:
-            self._init_schema(conn)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if not self._ready:
+                self._init_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._lock:
             self._conns.append(conn)

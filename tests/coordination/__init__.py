@@ -1,0 +1,1 @@
+"""Conformance suite of the coordination backends (Redis and embedded SQLite)."""

@@ -1,0 +1,107 @@
+"""Redis-only behaviour: credentials never shown, errors converted, unix sockets, key layout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pilotdata.coordination import connect
+from pilotdata.coordination.keys import RedisKeys
+from pilotdata.coordination.redis_backend import RedisCoordination, redact_url
+from pilotdata.errors import CoordinationError, DescriptionError
+from tests import servers
+
+SECRET = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def locked_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.RedisServer]:
+    """A redis-server that requires the password ``s3cret``."""
+    server = servers.start_redis(tmp_path_factory.mktemp("redis-auth"), password=SECRET)
+    yield server
+    server.stop()
+
+
+def test_password_is_used_but_never_shown(locked_redis: servers.RedisServer, namespace: str) -> None:
+    with connect(locked_redis.url, namespace) as coord:
+        coord.ping()
+        coord.create("cu", "c", {"description": {}})
+        assert coord.get("cu", "c").state == "New"
+        assert SECRET not in coord.url and SECRET not in repr(coord) and SECRET not in str(coord)
+        assert coord.url == f"redis://127.0.0.1:{locked_redis.port}/0"
+
+
+@pytest.mark.parametrize(
+    "auth", [":wrong-pass@", "", "default:wr0ng@"], ids=["wrong-password", "no-password", "wrong-user-pass"]
+)
+def test_rejected_credentials_raise_coordination_error_without_secrets(
+    locked_redis: servers.RedisServer, auth: str
+) -> None:
+    url = f"redis://{auth}127.0.0.1:{locked_redis.port}/0"
+    coord = RedisCoordination(url, "ns")
+    with pytest.raises(CoordinationError) as info:
+        coord.ping()
+    message = str(info.value)
+    assert f"127.0.0.1:{locked_redis.port}" in message
+    for secret in (SECRET, "wrong-pass", "wr0ng"):
+        assert secret not in message and secret not in repr(coord)
+    with pytest.raises(CoordinationError):
+        coord.list_ids("cu")
+    coord.close()
+
+
+def test_unreachable_server_is_a_coordination_error() -> None:
+    port = servers.free_port()
+    coord = RedisCoordination(f"redis://:hunter2@127.0.0.1:{port}/0", "ns")
+    with pytest.raises(CoordinationError, match=f"cannot reach Redis at redis://127.0.0.1:{port}/0") as info:
+        coord.enqueue(["a"])
+    assert "hunter2" not in str(info.value)
+
+
+def test_unix_socket_url(tmp_path: Path, namespace: str) -> None:
+    sock = tmp_path / "redis.sock"
+    server = servers.start_redis(tmp_path / "r", extra=["--unixsocket", str(sock), "--unixsocketperm", "700"])
+    try:
+        servers.wait_until(sock.exists, 10, "the redis unix socket")
+        with connect(f"unix://{sock}?db=0", namespace) as coord:
+            coord.enqueue(["a"])
+            assert coord.claim("p") == ["a"]
+            assert coord.url == f"unix://{sock}?db=0"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h:1/0", "redis://h:1/0"),
+        ("rediss://user:p%40ss@h:1/2", "rediss://user@h:1/2"),
+        ("unix:///tmp/r.sock?db=1&password=pw", "unix:///tmp/r.sock?db=1"),
+        ("redis://h:1", "redis://h:1"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert repr(RedisCoordination(url, "ns")).count("pw") == 0
+
+
+def test_bad_url_is_a_description_error() -> None:
+    with pytest.raises(DescriptionError, match="URL") as info:
+        RedisCoordination("http://:pw@h:1/0", "ns")
+    assert "pw" not in str(info.value)
+
+
+def test_every_key_of_a_namespace_shares_one_hash_tag() -> None:
+    keys = RedisKeys("proj")
+    built = [
+        keys.entity("cu", "c:1"), keys.index("cu"), keys.queue(None), keys.queue("p"), keys.claimed("p"),
+        keys.heartbeat("p"), keys.live, keys.events, keys.queue_names,
+    ]
+    assert all(k.startswith("pd:{proj}:") for k in built)
+    assert len(set(built)) == len(built)
+    assert keys.queue("") == keys.shared_queue
+    for bad in ("", "a{b", "c}"):
+        with pytest.raises(DescriptionError, match="namespace"):
+            RedisKeys(bad)

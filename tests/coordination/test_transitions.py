@@ -1,0 +1,163 @@
+"""Conformance: the transition choke point (table check, CAS, attempts, timestamps, events)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pilotdata import states
+from pilotdata.coordination import Coordination, TransitionRequest
+from pilotdata.errors import IllegalTransitionError, NotFoundError
+from tests.coordination.helpers import put_cu
+
+
+def test_legal_path_stamps_every_state(coord: Coordination) -> None:
+    put_cu(coord, "c")
+    seen = ["New"]
+    for target in ["Pending", "StagingInput", "Running", "StagingOutput", "Done"]:
+        result = coord.transition("cu", "c", target, pilot="p1")
+        assert (result.ok, result.previous, result.state, result.attempt) == (True, seen[-1], target, 0)
+        seen.append(target)
+    record = coord.get("cu", "c")
+    assert record.state == "Done"
+    assert record.pilot == "p1"
+    assert set(record.times) == set(seen)
+    stamps = [record.times[s] for s in seen]
+    assert stamps == sorted(stamps)
+    assert record.updated == record.times["Done"]
+
+
+def test_illegal_transition_raises_and_writes_nothing(coord: Coordination) -> None:
+    put_cu(coord, "c", "Pending")
+    before = coord.get("cu", "c")
+    cursor = coord.last_cursor()
+    with pytest.raises(IllegalTransitionError) as info:
+        coord.transition("cu", "c", "Done")
+    assert (info.value.current, info.value.target, info.value.entity_id) == ("Pending", "Done", "c")
+    assert coord.get("cu", "c") == before
+    assert coord.last_cursor() == cursor
+
+
+@pytest.mark.parametrize("final", ["Done", "Failed", "Canceled"])
+def test_final_states_are_sticky(coord: Coordination, final: str) -> None:
+    put_cu(coord, "c", final)
+    for target in states.states_of("cu"):
+        with pytest.raises(IllegalTransitionError):
+            coord.transition("cu", "c", target)
+    assert coord.get("cu", "c").state == final
+
+
+def test_expected_state_is_a_compare_and_set(coord: Coordination) -> None:
+    put_cu(coord, "c", "Pending")
+    with pytest.raises(IllegalTransitionError, match="Pending -> StagingInput"):
+        coord.transition("cu", "c", "StagingInput", expected="New")
+    assert coord.get("cu", "c").state == "Pending"
+    assert coord.transition("cu", "c", "StagingInput", expected="Pending").ok
+    first, second = coord.transition_many(
+        "cu", [TransitionRequest("c", "Running", expected="StagingInput"),
+               TransitionRequest("c", "Failed", expected="StagingInput")]
+    )
+    assert first.ok and not second.ok
+    assert second.previous == "Running"
+
+
+def test_retry_back_to_pending_increments_attempt(coord: Coordination) -> None:
+    put_cu(coord, "c", "Running")
+    assert coord.transition("cu", "c", "Pending", detail={"reason": "node lost"}).attempt == 1
+    coord.transition("cu", "c", "StagingInput")
+    assert coord.transition("cu", "c", "Pending").attempt == 2
+    coord.transition("cu", "c", "Running")
+    coord.transition("cu", "c", "StagingOutput")
+    assert coord.transition("cu", "c", "Pending").attempt == 3
+    assert coord.transition("cu", "c", "Failed").attempt == 3  # Pending -> Failed is no retry
+    record = coord.get("cu", "c")
+    assert (record.state, record.attempt, record.detail) == ("Failed", 3, {})
+
+
+def test_detail_and_pilot_are_recorded(coord: Coordination) -> None:
+    put_cu(coord, "c", "Running", pilot="p1")
+    coord.transition("cu", "c", "Failed", detail={"reason": "exit 3", "exit_code": 3})
+    record = coord.get("cu", "c")
+    assert record.detail == {"reason": "exit 3", "exit_code": 3}
+    assert record.pilot == "p1"  # kept when the move names no pilot
+
+
+def test_missing_entity(coord: Coordination) -> None:
+    with pytest.raises(NotFoundError, match="ghost"):
+        coord.transition("cu", "ghost", "Pending")
+    [result] = coord.transition_many("cu", [TransitionRequest("ghost", "Pending")])
+    assert (result.ok, result.previous) == (False, None)
+
+
+def test_transition_many_applies_each_request_on_its_own(coord: Coordination) -> None:
+    coord.create_many("cu", [(f"c{i}", {}) for i in range(4)])
+    coord.transition("cu", "c3", "Canceled")
+    results = coord.transition_many(
+        "cu",
+        [TransitionRequest("c0", "Pending"), TransitionRequest("c1", "Running"),
+         TransitionRequest("c0", "StagingInput", pilot="p"), TransitionRequest("c2", "Pending"),
+         TransitionRequest("c3", "Pending"), TransitionRequest("nope", "Pending")],
+    )
+    assert [(r.id, r.ok, r.previous) for r in results] == [
+        ("c0", True, "New"), ("c1", False, "New"), ("c0", True, "Pending"), ("c2", True, "New"),
+        ("c3", False, "Canceled"), ("nope", False, None),
+    ]
+    assert [r.state for r in coord.get_many("cu", ["c0", "c1", "c2", "c3"]) if r] == [
+        "StagingInput", "New", "Pending", "Canceled"
+    ]
+    assert coord.get("cu", "c0").pilot == "p"
+    assert coord.transition_many("cu", []) == []
+
+
+def test_transitions_emit_events(coord: Coordination) -> None:
+    put_cu(coord, "c", "Running", pilot="p1")
+    coord.transition("cu", "c", "Pending", pilot="p1", detail={"reason": "retry"})
+    events = [e for e in coord.events_after(None) if e.id == "c"]
+    assert [(e.entity, e.from_state, e.to_state, e.attempt) for e in events] == [
+        ("cu", None, "New", 0), ("cu", "New", "Pending", 0), ("cu", "Pending", "StagingInput", 0),
+        ("cu", "StagingInput", "Running", 0), ("cu", "Running", "Pending", 1),
+    ]
+    assert events[0].pilot is None
+    assert {e.pilot for e in events[1:]} == {"p1"}
+    assert events[-1].detail == {"reason": "retry"}
+    record = coord.get("cu", "c")
+    assert events[-1].time == pytest.approx(record.times["Pending"])
+
+
+def test_pilot_and_du_tables(coord: Coordination) -> None:
+    coord.create("pilot", "p", {})
+    for target in ["Pending", "Running", "Done"]:
+        coord.transition("pilot", "p", target)
+    coord.create("du", "d", {})
+    coord.transition("du", "d", "Pending")
+    with pytest.raises(IllegalTransitionError):
+        coord.transition("du", "d", "Done")  # Pending -> Done is not in the DU table
+    coord.transition("du", "d", "Failed", detail={"reason": "transfer failed"})
+    assert (coord.get("pilot", "p").state, coord.get("du", "d").state) == ("Done", "Failed")
+
+
+def test_unknown_target_is_illegal_and_pd_has_no_state_machine(coord: Coordination) -> None:
+    put_cu(coord, "c")
+    with pytest.raises(IllegalTransitionError, match="Bogus"):
+        coord.transition("cu", "c", "Bogus")
+    coord.create("pd", "pd1", {"url": "file:///scratch"})
+    assert coord.get("pd", "pd1").state == "New"
+    with pytest.raises(ValueError, match="pd"):
+        coord.transition("pd", "pd1", "Running")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(targets=st.lists(st.sampled_from(states.states_of("cu")), min_size=1, max_size=8))
+def test_backend_agrees_with_the_table(coord: Coordination, targets: list[str]) -> None:
+    """Any sequence of requested moves: the backend accepts exactly what :mod:`states` allows."""
+    cu_id = f"h{abs(hash(tuple(targets)))}-{len(coord.list_ids('cu'))}"
+    coord.create("cu", cu_id, {})
+    state, attempt = "New", 0
+    for target in targets:
+        [result] = coord.transition_many("cu", [TransitionRequest(cu_id, target)])
+        assert result.ok == states.is_legal("cu", state, target)
+        if result.ok:
+            attempt += states.increments_attempt("cu", state, target)
+            state = target
+        assert (result.attempt, coord.get("cu", cu_id).state) == (attempt, state)
