@@ -184,7 +184,11 @@ class History:
         self.dialect: str = self._sa_url.get_backend_name()
         """``"sqlite"`` or ``"postgresql"``."""
         self.engine: Engine = self._make_engine(echo)
-        self.create_schema()
+        try:
+            self.create_schema()
+        except HistoryError:
+            self.engine.dispose()
+            raise
 
     # ------------------------------------------------------------------ opening
     @staticmethod

@@ -143,9 +143,11 @@ class HistoryWriter:
         return total
 
     def store(self, events: Sequence[CoordinationEvent]) -> int:
-        """Insert ``events`` (a contiguous run of this source's stream) in one transaction.
+        """Insert ``events`` in one transaction; return how many rows were new (stored ones are skipped).
 
-        Returns the number of rows that were new; events already stored are skipped.
+        ``events`` must be a contiguous run of this source's stream, in stream order, that starts no
+        later than the event right after :meth:`stored_cursor` (what ``events_after`` returns from a
+        stored cursor): this keeps the stored events a prefix of the stream, which resuming relies on.
         """
         if not events:
             return 0
