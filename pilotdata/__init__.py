@@ -4,20 +4,43 @@ Owns the user-facing API (Pilot-API compatible services, descriptions, states), 
 (Redis / embedded SQLite), SQL history, PilotData stores, launchers and the ``pdata`` CLI.
 
 May import: ``placement`` and ``transfer`` (never ``agent``: launchers start agents by command line).
+
+BigJob scripts change only their import line::
+
+    from pilotdata import PilotComputeService, PilotDataService, ComputeDataService, State
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pilotdata.errors import PilotDataError
 from pilotdata.states import ComputeUnitState, DataUnitState, PilotState, State
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ComputeUnitState",
-    "DataUnitState",
-    "PilotDataError",
-    "PilotState",
-    "State",
-    "__version__",
-]
+_SERVICES = {
+    "ComputeDataService", "ComputeUnit", "DataUnit", "FailurePolicy", "PilotCompute",
+    "PilotComputeService", "PilotData", "PilotDataService",
+}
+_DESCRIPTIONS = {
+    "ComputeUnitDescription", "DataUnitDescription", "PilotComputeDescription", "PilotDataDescription",
+}
+
+__all__ = sorted([
+    *_SERVICES, *_DESCRIPTIONS,
+    "ComputeUnitState", "DataUnitState", "PilotDataError", "PilotState", "State", "__version__",
+])
+
+
+def __getattr__(name: str) -> Any:
+    """Import the services and descriptions on first use (``import pilotdata`` stays light)."""
+    if name in _SERVICES:
+        from pilotdata import services
+
+        return getattr(services, name)
+    if name in _DESCRIPTIONS:
+        from pilotdata import descriptions
+
+        return getattr(descriptions, name)
+    raise AttributeError(f"module 'pilotdata' has no attribute {name!r}")

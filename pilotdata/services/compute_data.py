@@ -1,0 +1,335 @@
+"""ComputeDataService: the entry point that places DataUnits and ComputeUnits (BigJob's CDS).
+
+It holds PilotComputeServices and PilotDataServices, puts each submitted DataUnit on a PilotData
+chosen by labels and free quota (:func:`placement.choose_store`), and binds each ComputeUnit late to
+the pilot with the earliest estimated completion (:mod:`pilotdata.services.binder`). A background
+thread keeps binding held CUs, refreshes pilots (batch job ended -> pilot final) and takes back the
+work of lost pilots. ``wait()`` blocks on the event stream, never on a sleep loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from placement import BandwidthModel, NoEligibleStoreError, StoreInfo, Weights, choose_store, rank
+from pilotdata.dataunits import DataUnits
+from pilotdata.descriptions import ComputeUnitDescription, DataUnitDescription, affinity_labels, affinity_path
+from pilotdata.errors import DescriptionError, StoreError
+from pilotdata.services.binder import bind_round
+from pilotdata.services.compute_unit import ComputeUnit
+from pilotdata.services.data_unit import DataUnit
+from pilotdata.services.pilot_compute import PilotComputeService
+from pilotdata.services.pilot_data import PilotData, PilotDataService
+from pilotdata.services.policy import FailurePolicy
+from pilotdata.services.snapshot import demand_of, mean_task_seconds, site_of, take_snapshot
+from pilotdata.services.waiting import wait_for_states
+from pilotdata.session import Session, resolve
+from pilotdata.states import ComputeUnitState, DataUnitState, Kind
+
+log = logging.getLogger(__name__)
+
+
+def submit_units(
+    session: Session, descriptions: Sequence[Mapping[str, Any] | ComputeUnitDescription], *,
+    pilot: str | None = None, cds: str | None = None,
+) -> list[ComputeUnit]:
+    """Validate every description, then record the CUs in one batch (New); bind to ``pilot`` if given.
+
+    A bad description raises :class:`DescriptionError` naming its index and field; nothing is recorded.
+    """
+    descs: list[ComputeUnitDescription] = []
+    for i, d in enumerate(descriptions):
+        try:
+            descs.append(ComputeUnitDescription.coerce(d))
+        except DescriptionError as exc:
+            if len(descriptions) == 1:
+                raise
+            raise DescriptionError(f"compute unit #{i}: {exc}", field=exc.field, value=exc.value) from exc
+    coord = session.coord
+    ids = [f"cu-{uuid.uuid4().hex[:16]}" for _ in descs]
+    coord.create_many(Kind.CU, [(i, {"description": d.to_dict(), "cds": cds}) for i, d in zip(ids, descs)])
+    if pilot is not None:
+        from pilotdata.coordination import TransitionRequest
+
+        coord.transition_many(Kind.CU, [TransitionRequest(i, ComputeUnitState.PENDING, expected="New",
+                                                          detail={"pilot": pilot, "placement": "bound by user"})
+                                        for i in ids])
+        coord.enqueue(ids, pilot)
+    return [ComputeUnit(i, session=session) for i in ids]
+
+
+class ComputeDataService:
+    """Places DataUnits and ComputeUnits on the pilots and PilotData it holds."""
+
+    def __init__(
+        self,
+        coordination_url: str | None = None,
+        *,
+        namespace: str | None = None,
+        session: Session | None = None,
+        policy: FailurePolicy | None = None,
+        affinity: str = "soft",
+        weights: Weights | None = None,
+        bandwidth: BandwidthModel | None = None,
+        cds_url: str | None = None,
+    ) -> None:
+        if affinity not in ("soft", "required"):
+            raise DescriptionError(f"affinity: expected 'soft' or 'required', got {affinity!r}",
+                                   field="affinity", value=affinity)
+        self._session = resolve(session, coordination_url, namespace)
+        self.id = cds_url or f"cds-{uuid.uuid4().hex[:12]}"
+        self.policy = policy or FailurePolicy()
+        self.required_affinity = affinity == "required"
+        self.weights = weights or Weights()
+        self.bandwidth = bandwidth or BandwidthModel()
+        self._pcs: list[PilotComputeService] = []
+        self._pds: list[PilotDataService] = []
+        self._cus: list[str] = []
+        self._dus: list[str] = []
+        self._unbound: list[str] = []
+        self._first_seen: dict[str, float] = {}
+        self._uploads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ops = DataUnits(self._session)
+
+    @property
+    def session(self) -> Session:
+        """The session this service talks through."""
+        return self._session
+
+    def get_url(self) -> str:
+        """This service's id."""
+        return self.id
+
+    # ------------------------------------------------------------ services
+    def add_pilot_compute_service(self, pcs: PilotComputeService) -> None:
+        """Use the pilots of ``pcs``."""
+        self._pcs.append(pcs)
+
+    def remove_pilot_compute_service(self, pcs: PilotComputeService) -> None:
+        """Stop using ``pcs`` (its pilots keep running)."""
+        self._pcs.remove(pcs)
+
+    def add_pilot_data_service(self, pds: PilotDataService) -> None:
+        """Use the PilotData of ``pds``."""
+        self._pds.append(pds)
+
+    def remove_pilot_data_service(self, pds: PilotDataService) -> None:
+        """Stop using ``pds``."""
+        self._pds.remove(pds)
+
+    def list_pilot_compute(self) -> list[Any]:
+        """Pilots of the services added."""
+        return [p for pcs in self._pcs for p in pcs.list_pilots()]
+
+    def list_pilot_data(self) -> list[PilotData]:
+        """PilotData of the services added (every PD in the namespace if none was added)."""
+        if not self._pds:
+            return PilotDataService(session=self._session).list_pilots()
+        return [p for pds in self._pds for p in pds.list_pilots()]
+
+    # ------------------------------------------------------------ data
+    def submit_data_unit(
+        self, data_unit_description: Mapping[str, Any] | DataUnitDescription, *,
+        pilot_data: PilotData | str | None = None, background: bool = True,
+    ) -> DataUnit:
+        """Create a DataUnit on a PilotData picked by labels and free quota, and upload its files.
+
+        Local paths are checked first (a missing file raises :class:`DescriptionError`; nothing is
+        recorded). The upload runs in the background unless ``background=False``; ``du.wait()``
+        returns when it is usable (Running) or Failed with the reason.
+        """
+        from pilotdata.dataunits import resolve_sources
+
+        desc = DataUnitDescription.coerce(data_unit_description)
+        sources = resolve_sources(desc.file_urls)
+        size = sum(s.fs.size(f"{s.root.rstrip('/')}/{n}") for s in sources for n in s.names)
+        pd_id = getattr(pilot_data, "id", pilot_data) if pilot_data is not None else self._choose_pd(desc, size)
+        du_id = self._ops.register(desc)
+        with self._lock:
+            self._dus.append(du_id)
+
+        def run() -> None:
+            try:
+                if desc.file_urls:
+                    self._ops.upload(du_id, str(pd_id), desc.file_urls)
+                else:
+                    self._ops.open_empty(du_id, str(pd_id))
+            except Exception as exc:  # recorded on the DU (Failed, reason); wait() returns
+                log.warning("DataUnit %s: %s", du_id, exc)
+            self._wake.set()
+
+        if background:
+            thread = threading.Thread(target=run, name=f"upload-{du_id}", daemon=True)
+            self._uploads.append(thread)
+            thread.start()
+        else:
+            run()
+        return DataUnit(du_id, session=self._session)
+
+    def _choose_pd(self, desc: DataUnitDescription, size: int) -> str:
+        pds = self.list_pilot_data()
+        if not pds:
+            raise StoreError("no PilotData to put the DataUnit on: add a PilotDataService with a PilotData")
+        infos = []
+        for pd in pds:
+            data = self._session.coord.get(Kind.PD, pd.id).data
+            quota = data.get("size")
+            free = None if quota is None else max(0, int(quota) - pd.store.used_bytes())
+            infos.append(StoreInfo(pd.id, site_of(data.get("labels") or {}), free,
+                                   {k: str(v) for k, v in (data.get("labels") or {}).items()}))
+        wanted = {k: v for k, v in affinity_labels(desc).items() if v}
+        try:
+            return choose_store(size, infos, soft=wanted, near=affinity_path(desc))
+        except NoEligibleStoreError as exc:
+            raise StoreError(f"no PilotData can hold this DataUnit ({size} bytes): {exc}") from exc
+
+    def list_data_units(self) -> list[DataUnit]:
+        """DataUnits submitted through this service."""
+        return [DataUnit(i, session=self._session) for i in self._dus]
+
+    # ------------------------------------------------------------ compute
+    def submit_compute_unit(self, compute_unit_description: Mapping[str, Any] | ComputeUnitDescription) -> ComputeUnit:
+        """Record a ComputeUnit and bind it (now or later) to the best pilot."""
+        return self.submit_compute_units([compute_unit_description])[0]
+
+    def submit_compute_units(
+        self, descriptions: Sequence[Mapping[str, Any] | ComputeUnitDescription]
+    ) -> list[ComputeUnit]:
+        """Record many ComputeUnits in one batch and bind them; bad input records nothing."""
+        cus = submit_units(self._session, descriptions, cds=self.id)
+        ids = [cu.id for cu in cus]
+        with self._lock:
+            self._cus.extend(ids)
+            self._unbound.extend(ids)
+        self._bind()
+        self._ensure_thread()
+        return cus
+
+    def list_compute_units(self) -> list[ComputeUnit]:
+        """ComputeUnits submitted through this service."""
+        return [ComputeUnit(i, session=self._session) for i in self._cus]
+
+    def explain(self, cu: ComputeUnit | str) -> str:
+        """How the pilots rank for this CU now, and why it was bound where it was."""
+        cu_id = getattr(cu, "id", cu)
+        return explain_cu(self._session, str(cu_id), weights=self.weights, bandwidth=self.bandwidth,
+                          required=self.required_affinity)
+
+    # ------------------------------------------------------------ binding loop
+    def _bind(self, final: bool = False) -> None:
+        with self._lock:
+            pending = list(self._unbound)
+        if not pending:
+            return
+        out = bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
+                         weights=self.weights, required_affinity=self.required_affinity, final=final)
+        coord = self._session.coord
+        still_new = {r.id for r in coord.get_many(Kind.CU, pending) if r is not None and r.state == "New"}
+        with self._lock:
+            self._unbound = [i for i in self._unbound if i in still_new]
+
+    def _refresh(self) -> None:
+        pcs_list = self._pcs or [PilotComputeService(session=self._session, policy=self.policy)]
+        for pcs in pcs_list:
+            pcs.refresh()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name=f"binder-{self.id}", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        coord = self._session.coord
+        cursor = coord.last_cursor()
+        last_refresh = 0.0
+        while not self._stop.is_set():
+            try:
+                events = coord.events_after(cursor, limit=1000, block=0.5)
+                if events:
+                    cursor = events[-1].cursor
+                self._bind()
+                if time.monotonic() - last_refresh > 2.0:
+                    self._refresh()
+                    last_refresh = time.monotonic()
+            except Exception:  # the loop must survive a transient backend error; it is logged
+                log.exception("binder loop error")
+                self._stop.wait(0.5)
+            with self._lock:
+                if not self._unbound and not any(t.is_alive() for t in self._uploads):
+                    pass
+
+    # ------------------------------------------------------------ waiting
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until every CU of this service is final and every DU is usable or final."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        wait_for_states(self._session.coord, Kind.DU, list(self._dus), {DataUnitState.RUNNING.value},
+                        timeout=left(), tick=self._refresh)
+        wait_for_states(self._session.coord, Kind.CU, list(self._cus), timeout=left(), tick=self._refresh)
+
+    def cancel(self) -> None:
+        """Stop the binding thread and cancel every unfinished CU of this service (BigJob's ``cancel``)."""
+        self._stop.set()
+        for cu in self.list_compute_units():
+            cu.cancel()
+
+    def close(self) -> None:
+        """Stop the background thread (CUs keep running on their pilots)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def get_state(self) -> str:
+        """``Running`` while any CU is unfinished, else ``Done``."""
+        recs = self._session.coord.get_many(Kind.CU, list(self._cus))
+        return "Running" if any(r is not None and r.state not in ("Done", "Failed", "Canceled") for r in recs) \
+            else "Done"
+
+    def get_details(self) -> dict[str, Any]:
+        """Counts of CUs by state, DUs, pilots and PilotData."""
+        counts: dict[str, int] = {}
+        for r in self._session.coord.get_many(Kind.CU, list(self._cus)):
+            if r is not None:
+                counts[r.state] = counts.get(r.state, 0) + 1
+        return {"id": self.id, "compute_units": counts, "data_units": list(self._dus),
+                "pilots": [p.id for p in self.list_pilot_compute()],
+                "pilot_data": [p.id for p in self.list_pilot_data()]}
+
+    def __repr__(self) -> str:
+        return f"ComputeDataService({self.id!r}, {self._session!r})"
+
+
+def explain_cu(session: Session, cu_id: str, *, weights: Weights | None = None,
+               bandwidth: BandwidthModel | None = None, required: bool = False) -> str:
+    """The placement scores of every live pilot for ``cu_id`` now, plus the recorded binding reason."""
+    coord = session.coord
+    rec = coord.get(Kind.CU, cu_id)
+    desc = rec.data.get("description") or {}
+    refs = [*(desc.get("input_data") or ()), *(desc.get("output_data") or ())]
+    du_ids: Iterable[str] = [str(next(iter(r))) if isinstance(r, dict) else str(r) for r in refs]
+    snap = take_snapshot(coord, mean_task_seconds([]), du_ids)
+    lines = [f"{cu_id}: state {rec.state}, pilot {rec.pilot or '-'}, attempt {rec.attempt}"]
+    placement_reason = rec.data.get("placement") or rec.detail.get("placement")
+    if placement_reason:
+        lines.append(f"bound: {placement_reason}")
+    try:
+        demand = demand_of(cu_id, desc, snap, required=required)
+    except KeyError as exc:
+        lines.append(f"cannot score now: input DataUnit {exc} is gone")
+        return "\n".join(lines)
+    lines.append(rank(demand, snap.candidates, bandwidth or BandwidthModel(), weights=weights or Weights()).explain())
+    return "\n".join(lines)
+

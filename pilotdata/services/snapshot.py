@@ -1,0 +1,104 @@
+"""Turn coordination records into placement's plain inputs (the only glue between the two).
+
+Placement (:mod:`placement`) is pure; this module reads pilots, DataUnits and PilotData from
+coordination and builds its :class:`~placement.Candidate`, :class:`~placement.DataRef` and
+:class:`~placement.Demand` values.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from placement import Candidate, DataRef, Demand
+from pilotdata.coordination import Coordination, EntityRecord
+from pilotdata.dataunits import du_entries, replicas
+from pilotdata.states import FINAL_STATES, Kind
+
+# Expected seconds until a submitted (Pending) pilot starts, by launcher scheme; refined by history later.
+EXPECTED_START_S = {"fork": 2.0, "ssh": 5.0, "slurm": 30.0, "slurm+ssh": 30.0}
+DEFAULT_TASK_SECONDS = 10.0
+
+
+def site_of(labels: Mapping[str, Any]) -> tuple[str, ...]:
+    """The affinity path (datacenter, machine) of a labels dict; shorter when labels are missing."""
+    dc = labels.get("datacenter")
+    machine = labels.get("machine")
+    if not dc:
+        return ()
+    return (str(dc), str(machine)) if machine else (str(dc),)
+
+
+@dataclass
+class Snapshot:
+    """What placement needs to know, read once per binding round."""
+
+    candidates: list[Candidate]
+    pd_sites: dict[str, tuple[str, ...]]
+    du_records: dict[str, EntityRecord] = field(default_factory=dict)
+
+    def data_ref(self, du_id: str, files: Sequence[str] | None) -> DataRef:
+        """The placement view of one input (its size, or the subset's, and its complete replica sites)."""
+        rec = self.du_records[du_id]
+        entries = du_entries(rec)
+        if files:
+            wanted = set(files)
+            size = sum(e.size for e in entries if e.path in wanted)
+        else:
+            size = sum(e.size for e in entries)
+        pds = [pd for pd, info in sorted(replicas(rec).items()) if info.get("status") == "complete"
+               and pd in self.pd_sites]
+        return DataRef(du_id, size, tuple(self.pd_sites[pd] for pd in pds), tuple(pds))
+
+
+def mean_task_seconds(records: Iterable[EntityRecord | None]) -> float:
+    """Median run time of finished CUs among ``records`` (default when none finished yet)."""
+    durations = [
+        r.times["Done"] - r.times["Running"]
+        for r in records
+        if r is not None and "Done" in r.times and "Running" in r.times
+    ]
+    return max(0.01, statistics.median(durations)) if durations else DEFAULT_TASK_SECONDS
+
+
+def take_snapshot(coord: Coordination, task_seconds: float, du_ids: Iterable[str] = ()) -> Snapshot:
+    """Read every live pilot, every PD, and the given DataUnits."""
+    pilots = [r for r in coord.get_many(Kind.PILOT, coord.list_ids(Kind.PILOT))
+              if r is not None and r.state not in FINAL_STATES]
+    lengths = coord.queue_lengths([p.id for p in pilots])
+    now = time.time()
+    candidates: list[Candidate] = []
+    for rec in pilots:
+        slots = int(rec.data.get("slots") or 1)
+        busy = len(coord.claimed(rec.id)) if rec.state == "Running" else 0
+        scheme = str((rec.data.get("launcher") or {}).get("scheme") or "fork")
+        started = rec.times.get("Pending", now)
+        expected = max(0.0, EXPECTED_START_S.get(scheme, 30.0) - (now - started))
+        candidates.append(Candidate(
+            pilot_id=rec.id,
+            site=site_of(rec.data.get("labels") or {}),
+            total_slots=slots,
+            free_slots=max(0, slots - busy) if rec.state == "Running" else 0,
+            queued_slots=lengths.get(rec.id, 0),
+            cached_dus=frozenset(rec.data.get("cached_dus") or ()),
+            state="running" if rec.state == "Running" else "queued",
+            expected_start_s=0.0 if rec.state == "Running" else expected,
+            mean_task_seconds=task_seconds,
+        ))
+    pd_sites = {r.id: site_of(r.data.get("labels") or {})
+                for r in coord.get_many(Kind.PD, coord.list_ids(Kind.PD)) if r is not None}
+    ids = sorted(set(du_ids))
+    dus = {r.id: r for r in coord.get_many(Kind.DU, ids) if r is not None}
+    return Snapshot(candidates, pd_sites, dus)
+
+
+def demand_of(cu_id: str, description: Mapping[str, Any], snap: Snapshot, *, required: bool) -> Demand:
+    """The placement demand of one CU description (normalised dict form)."""
+    from pilotdata.descriptions import ComputeUnitDescription, affinity_path
+
+    desc = ComputeUnitDescription.coerce(dict(description))
+    inputs = tuple(snap.data_ref(ref.du_id, ref.files) for ref in desc.input_data)
+    return Demand(cu_id, desc.number_of_processes, inputs, affinity_path(desc), required)

@@ -1,0 +1,84 @@
+"""The connection context that services, handles and the CLI share.
+
+A :class:`Session` knows the coordination URL (possibly with a password: kept private, handed to
+agents only through their environment) and namespace, and opens the backend lazily, once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from pilotdata.config import default_coordination_url, default_history_url, default_namespace
+from pilotdata.coordination import Coordination, connect
+
+
+class Session:
+    """Coordination URL + namespace (+ history URL), with a lazily opened, shared backend."""
+
+    def __init__(
+        self,
+        coordination_url: str | None = None,
+        *,
+        namespace: str | None = None,
+        history_url: str | None = None,
+    ) -> None:
+        self._url = coordination_url or default_coordination_url()
+        self.namespace = namespace or default_namespace()
+        self.history_url = history_url or default_history_url()
+        self._coord: Coordination | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def coord(self) -> Coordination:
+        """The open coordination backend (opened on first use)."""
+        if self._coord is None:
+            with self._lock:
+                if self._coord is None:
+                    self._coord = connect(self._url, self.namespace)
+        return self._coord
+
+    @property
+    def url(self) -> str:
+        """The coordination URL without any password (safe to show)."""
+        return self.coord.url
+
+    def agent_environment(self) -> dict[str, str]:
+        """Environment variables that point an agent at this session (may hold a password: env only)."""
+        return {"PDATA_URL": self._url, "PDATA_NAMESPACE": self.namespace}
+
+    def close(self) -> None:
+        """Close the backend if it was opened."""
+        with self._lock:
+            if self._coord is not None:
+                self._coord.close()
+                self._coord = None
+
+    def __repr__(self) -> str:
+        shown = self._coord.url if self._coord is not None else self._url.split("@")[-1]
+        return f"Session({shown!r}, namespace={self.namespace!r})"
+
+
+_default: Session | None = None
+
+
+def default_session() -> Session:
+    """A process-wide session from the environment (created on first use, never at import)."""
+    global _default
+    if _default is None:
+        _default = Session()
+    return _default
+
+
+def resolve(session: Session | None, coordination_url: str | None, namespace: str | None) -> Session:
+    """The session to use: the one given, a new one for an explicit URL/namespace, else the default."""
+    if session is not None:
+        return session
+    if coordination_url is not None or namespace is not None:
+        return Session(coordination_url, namespace=namespace)
+    return default_session()
+
+
+def entity_id(url_or_id: str) -> str:
+    """The entity id inside a BigJob-style URL (``redis://host/bigjob:du-1`` -> ``du-1``) or an id."""
+    tail = url_or_id.rstrip("/").rsplit("/", 1)[-1]
+    return tail.rsplit(":", 1)[-1]
