@@ -1,0 +1,145 @@
+"""``ssh://[user@]host[:port]``: run the command detached on a remote host, over paramiko.
+
+Before the first launch the remote ``python`` (option, default ``python3``) must import
+``pilotdata``; otherwise :class:`~pilotdata.errors.LaunchError` says whether Python or the package
+is missing. The launch itself is the fork launcher's logic run remotely
+(``python -m pilotdata.launchers._detached spawn SPEC``): the spec, environment included, travels as a
+mode-600 JSON file written over SFTP into the control directory, read and deleted by the remote
+spawner, so no secret appears on a command line. Status and cancel run the same module's CLI, one
+SSH command for a whole batch of job ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pilotdata.errors import LaunchError
+from pilotdata.launchers._detached import DEFAULT_GRACE
+from pilotdata.launchers._runner import RunResult
+from pilotdata.launchers._ssh import SSH_OPTIONS, SshRunner
+from pilotdata.launchers.base import JobState, JobStatus, Launcher, LaunchSpec
+
+log = logging.getLogger(__name__)
+
+_DETACHED = "pilotdata.launchers._detached"
+
+
+class SshLauncher(Launcher):
+    """Starts jobs as detached processes on an SSH host.
+
+    Options: ``known_hosts`` (default ``~/.ssh/known_hosts``; the host key must be there),
+    ``key_filename``, ``username``, ``port`` (the URL's user and port win), ``connect_timeout``,
+    ``python`` (remote interpreter with pilot-data installed; default ``python3``), ``grace``
+    (seconds between SIGTERM and SIGKILL on cancel).
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("ssh",)
+    options: ClassVar[frozenset[str]] = SSH_OPTIONS | {"python", "grace"}
+
+    def __init__(
+        self, url: str, *, python: str = "python3", grace: float = DEFAULT_GRACE, **ssh: Any
+    ) -> None:
+        super().__init__(url)
+        self.check_options(ssh)
+        self._runner = SshRunner(url, **{k: v for k, v in ssh.items() if v is not None})
+        self._python = python
+        self._grace = float(grace)
+        self._checked = False
+
+    def _fail(self, doing: str, result: RunResult) -> LaunchError:
+        """A LaunchError for a failed remote command, saying if Python or pilotdata is missing."""
+        text = result.stderr + result.stdout
+        host = self._runner.where
+        if result.returncode in (126, 127):  # the shell's "not found" / "not executable"
+            return LaunchError(
+                f"{self.url}: Python interpreter {self._python!r} not found on {host} "
+                "(install Python 3.10+ there or set the launcher option python=)"
+            )
+        if "ModuleNotFoundError" in text or "ImportError" in text:
+            return LaunchError(
+                f"{self.url}: the Python package pilotdata is not installed for {self._python!r} on {host} "
+                "(pip install pilot-data there, or set the launcher option python= to an interpreter "
+                "that has it)"
+            )
+        return LaunchError(f"{self.url}: {doing} failed on {host}: {result.error_text()}")
+
+    def check_remote(self) -> None:
+        """Check (once) that the remote ``python`` imports ``pilotdata``; :class:`LaunchError` if not."""
+        if self._checked:
+            return
+        result = self._runner.run([self._python, "-c", "import pilotdata"])
+        if result.returncode != 0:
+            raise self._fail("checking Python", result)
+        self._checked = True
+
+    def submit(self, spec: LaunchSpec) -> str:
+        """Create the working directory, write the spec (mode 600) and spawn it remotely."""
+        self.check_remote()
+        runner = self._runner
+        workdir = runner.absolute(spec.working_directory)
+        control = spec.control_directory(workdir)
+        runner.makedirs(control)
+        stdout, stderr = spec.output_paths(workdir)
+        spec_file = f"{control}/spawn.json"
+        runner.write_file(
+            spec_file,
+            json.dumps(
+                {
+                    "argv": list(spec.argv),
+                    "env": dict(spec.env),
+                    "cwd": workdir,
+                    "stdout": stdout,
+                    "stderr": stderr,
+                    "control_dir": control,
+                    "grace": self._grace,
+                    "walltime_seconds": spec.walltime_minutes * 60 if spec.walltime_minutes else None,
+                }
+            ),
+            mode=0o600,
+        )
+        result = runner.run([self._python, "-m", _DETACHED, "spawn", spec_file])
+        if result.returncode != 0:
+            raise self._fail(f"starting pilot {spec.pilot_id}", result)
+        try:
+            job_id = str(json.loads(result.stdout)["job_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LaunchError(
+                f"{self.url}: unexpected answer from the remote spawner: {result.stdout[:200]!r}"
+            ) from exc
+        log.info("ssh: started pilot %s on %s in %s", spec.pilot_id, runner.where, workdir)
+        return job_id
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """One SSH command probes every job (exit-code file, else process liveness)."""
+        if not job_ids:
+            return {}
+        result = self._runner.run([self._python, "-m", _DETACHED, "status", *job_ids])
+        if result.returncode != 0:
+            raise self._fail("querying job status", result)
+        try:
+            answer = json.loads(result.stdout)
+        except ValueError as exc:
+            raise LaunchError(f"{self.url}: unexpected status answer: {result.stdout[:200]!r}") from exc
+        return {
+            job_id: JobStatus.from_dict(answer[job_id])
+            if isinstance(answer.get(job_id), dict)
+            else JobStatus(JobState.UNKNOWN, None, "no answer for this job id")
+            for job_id in job_ids
+        }
+
+    def cancel(self, job_id: str) -> None:
+        """SIGTERM the remote process group, SIGKILL after the grace period; no-op if it ended."""
+        result = self._runner.run(
+            [self._python, "-m", _DETACHED, "cancel", "--grace", str(self._grace), job_id],
+            timeout=self._grace + 60,
+        )
+        if result.returncode != 0:
+            raise self._fail(f"canceling job {job_id}", result)
+        log.info("ssh: canceled job %s on %s", job_id, self._runner.where)
+
+    def close(self) -> None:
+        """Close the SSH connection (remote jobs keep running)."""
+        self._runner.close()
