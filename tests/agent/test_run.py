@@ -225,7 +225,10 @@ def test_mpi_cu_runs_n_ranks(shared_agent: SharedAgent, mpi_program: Path) -> No
 def test_mpi_launcher_passes_the_cu_environment_to_ranks(shared_agent: SharedAgent) -> None:
     coord, cu = shared_agent.coord, _id("mpienv")
     python = shutil.which("python3") or "python3"
-    script = "import os; print(os.environ['OMPI_COMM_WORLD_SIZE'], os.environ['COLOR'])"
+    script = (
+        "import os; e = os.environ; rank = e['OMPI_COMM_WORLD_RANK']\n"
+        "open(f'rank{rank}.txt', 'w').write(e['OMPI_COMM_WORLD_SIZE'] + ' ' + e['COLOR'])"
+    )
     submit(
         coord,
         cu,
@@ -238,5 +241,5 @@ def test_mpi_launcher_passes_the_cu_environment_to_ranks(shared_agent: SharedAge
         },
     )
     assert wait_final(coord, cu, timeout=60, agent=shared_agent.agent) == "Done"
-    out = (Path(coord.get(Kind.CU, cu).data["sandbox"]) / "stdout").read_text().splitlines()
-    assert out == ["3 blue"] * 3
+    sandbox = Path(coord.get(Kind.CU, cu).data["sandbox"])
+    assert [(sandbox / f"rank{r}.txt").read_text() for r in range(3)] == ["3 blue"] * 3
