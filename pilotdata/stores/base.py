@@ -229,12 +229,15 @@ class Store:
     def _boundary(self, action: str) -> Iterator[None]:
         """Convert auth / reachability failures raised inside into the error tree, naming the URL.
 
-        Our own errors pass through; everything else (``FileNotFoundError`` ...) is re-raised as is.
+        Our own errors pass through (prefixed with the URL if they lack it); everything else
+        (``FileNotFoundError`` ...) is re-raised as is.
         """
         try:
             yield
-        except StoreError:
-            raise
+        except StoreError as exc:
+            if self.url in str(exc):
+                raise
+            raise type(exc)(self._redact(f"{action} {self.url}: {exc}")) from exc
         except Exception as exc:
             for link in _exception_chain(exc):
                 found = self._classify(link)

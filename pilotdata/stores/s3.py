@@ -20,7 +20,7 @@ import botocore.exceptions
 import s3fs
 
 from pilotdata.errors import StoreAuthError, StoreError, StoreUnreachableError, UnsafePathError
-from pilotdata.stores.base import InvalidStoreURLError, Store, redact_url
+from pilotdata.stores.base import InvalidStoreURLError, Store
 
 __all__ = ["S3Store"]
 
@@ -47,12 +47,13 @@ class S3Store(Store):
     schemes = ("s3",)
 
     def _parse(self, url: str, parts: SplitResult) -> tuple[str, str]:
-        self._plain_url(url, parts)
         if parts.username or parts.password:
             raise InvalidStoreURLError(
-                f"PilotData URL {redact_url(url)!r} carries credentials; pass key/secret as storage options "
-                "or through AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE"
+                f"PilotData URL s3://{parts.hostname or ''}{parts.path} carries credentials before '@'; "
+                "pass key/secret as storage options or through AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+                "AWS_PROFILE"
             )
+        self._plain_url(url, parts)
         if not parts.netloc:
             raise InvalidStoreURLError(f"PilotData URL {url!r} names no bucket (s3://bucket/prefix)")
         self.bucket: str = parts.netloc

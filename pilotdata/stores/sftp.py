@@ -155,7 +155,7 @@ class SFTPStore(Store):
         if isinstance(exc, paramiko.AuthenticationException):
             return StoreAuthError, f"SSH authentication failed for {user}: {exc}"
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-            return StoreUnreachableError, f"cannot connect to {_host_label(self.host, self.port)}: {exc}"
+            return StoreUnreachableError, exc.strerror or str(exc)
         if isinstance(exc, paramiko.SSHException):
             if "authentication" in str(exc).lower():
                 return StoreAuthError, f"SSH authentication failed for {user}: {exc}"

@@ -112,7 +112,9 @@ def test_entry_point_plugin_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert get_store_class("s3").__name__ == "S3Store"
 
 
-def test_missing_dependency_of_a_plugin_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_dependency_of_a_plugin_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _write_plugin(tmp_path, "pd_needs_missing", "import pd_not_installed_anywhere\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     register_store("needy", "pd_needs_missing:Store")
