@@ -27,10 +27,26 @@ _DESCRIPTIONS = {
     "ComputeUnitDescription", "DataUnitDescription", "PilotComputeDescription", "PilotDataDescription",
 }
 
-__all__ = sorted([
-    *_SERVICES, *_DESCRIPTIONS,
-    "ComputeUnitState", "DataUnitState", "PilotDataError", "PilotState", "State", "__version__",
-])
+__all__ = [
+    "ComputeDataService",
+    "ComputeUnit",
+    "ComputeUnitDescription",
+    "ComputeUnitState",
+    "DataUnit",
+    "DataUnitDescription",
+    "DataUnitState",
+    "FailurePolicy",
+    "PilotCompute",
+    "PilotComputeDescription",
+    "PilotComputeService",
+    "PilotData",
+    "PilotDataDescription",
+    "PilotDataError",
+    "PilotDataService",
+    "PilotState",
+    "State",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 import fsspec
 
 import transfer
-from pilotdata.coordination import EntityRecord
+from pilotdata.coordination import Coordination, EntityRecord
 from pilotdata.descriptions import DataUnitDescription
 from pilotdata.errors import (
     ChecksumMismatchError,
@@ -166,7 +166,8 @@ class DataUnits:
         self._stores: dict[str, Store] = {}
 
     @property
-    def coord(self) -> Any:
+    def coord(self) -> Coordination:
+        """The session's coordination backend."""
         return self.session.coord
 
     def store(self, pd_id: str) -> Store:

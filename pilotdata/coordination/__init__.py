@@ -14,6 +14,7 @@ The namespace comes from the ``namespace`` argument, else ``PDATA_NAMESPACE``, e
 
 from __future__ import annotations
 
+from pilotdata.config import default_coordination_url, default_namespace
 from pilotdata.coordination.base import (
     SHARED_QUEUE,
     Coordination,
@@ -23,7 +24,6 @@ from pilotdata.coordination.base import (
     TransitionRequest,
     TransitionResult,
 )
-from pilotdata.config import default_coordination_url, default_namespace
 from pilotdata.errors import UnknownSchemeError
 
 __all__ = [

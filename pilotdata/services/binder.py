@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from placement import Action, BandwidthModel, Candidate, Weights, decide, rank
 from pilotdata.coordination import Coordination, TransitionRequest
 from pilotdata.services.snapshot import Snapshot, demand_of, mean_task_seconds, take_snapshot
 from pilotdata.states import ComputeUnitState, DataUnitState, Kind
+from placement import Action, BandwidthModel, Candidate, Weights, decide, rank
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from placement import BandwidthModel, NoEligibleStoreError, StoreInfo, Weights, choose_store, rank
 from pilotdata.dataunits import DataUnits
 from pilotdata.descriptions import ComputeUnitDescription, DataUnitDescription, affinity_labels, affinity_path
 from pilotdata.errors import DescriptionError, StoreError
@@ -30,6 +29,7 @@ from pilotdata.services.snapshot import demand_of, mean_task_seconds, site_of, t
 from pilotdata.services.waiting import wait_for_states
 from pilotdata.session import Session, resolve
 from pilotdata.states import ComputeUnitState, DataUnitState, Kind
+from placement import BandwidthModel, NoEligibleStoreError, StoreInfo, Weights, choose_store, rank
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class ComputeDataService:
             pending = list(self._unbound)
         if not pending:
             return
-        out = bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
+        bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
                          weights=self.weights, required_affinity=self.required_affinity, final=final)
         coord = self._session.coord
         still_new = {r.id for r in coord.get_many(Kind.CU, pending) if r is not None and r.state == "New"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +53,7 @@ class DataUnit:
         where = complete_replicas(rec)
         return {f.path: {"size": f.size, "sha256": f.sha256, "pilot_data": where} for f in du_entries(rec)}
 
-    def list_pilot_data(self) -> list[str]:
+    def list_pilot_data(self) -> builtins.list[str]:
         """PD ids holding a complete replica."""
         return complete_replicas(self._ops.record(self.id))
 
@@ -62,7 +63,7 @@ class DataUnit:
                                timeout=timeout)
         return recs[0].state
 
-    def export(self, target: str, files: Sequence[str] | None = None, **options: Any) -> list[str]:
+    def export(self, target: str, files: Sequence[str] | None = None, **options: Any) -> builtins.list[str]:
         """Copy the files (or ``files``) into a local directory or a store URL; return the written paths."""
         return self._ops.export(self.id, target, files=files, **options)
 
@@ -78,7 +79,7 @@ class DataUnit:
         """Delete the replica on a PilotData (never the last one of a live DU)."""
         self._ops.remove_replica(self.id, getattr(pilot_data, "id", pilot_data))
 
-    def verify(self, pilot_data: Any = None) -> dict[str, list[str]]:
+    def verify(self, pilot_data: Any = None) -> dict[str, builtins.list[str]]:
         """Check replicas against the manifest: ``{pd id: [problems]}`` (empty lists: all good)."""
         return self._ops.verify(self.id, getattr(pilot_data, "id", pilot_data))
 

@@ -20,7 +20,7 @@ from pilotdata.config import data_dir
 from pilotdata.coordination import EntityRecord
 from pilotdata.descriptions import PilotComputeDescription, affinity_labels
 from pilotdata.errors import IllegalTransitionError, LaunchError, NotFoundError, PilotDataError
-from pilotdata.launchers import JobState, JobStatus, LaunchSpec, Launcher, launcher_for
+from pilotdata.launchers import JobState, JobStatus, Launcher, LaunchSpec, launcher_for
 from pilotdata.services.policy import FailurePolicy
 from pilotdata.services.waiting import wait_for_states
 from pilotdata.session import Session, entity_id, resolve
@@ -85,10 +85,9 @@ class PilotCompute:
 
     def wait(self, timeout: float | None = None, state: str = PilotState.RUNNING) -> str:
         """Block until the pilot reaches ``state`` (default Running) or a final state; return the state."""
-        svc = self._service
-        tick = svc.refresh if svc is not None else None
+        svc = self._service or PilotComputeService(session=self._session)
         rec = wait_for_states(self._session.coord, Kind.PILOT, [self.id], {str(state)}, timeout=timeout,
-                              tick=tick)
+                              tick=lambda: None if svc.refresh() else None)
         return rec[0].state
 
     def cancel(self) -> None:
@@ -282,7 +281,8 @@ class PilotComputeService:
         info = rec.data.get("launcher") or {}
         if info.get("job_id") and info.get("service_url"):
             try:
-                launcher = self._launcher(info["service_url"], self._pilot_options.get(pilot_id, self._launcher_options))
+                opts = self._pilot_options.get(pilot_id, self._launcher_options)
+                launcher = self._launcher(info["service_url"], opts)
                 launcher.cancel(info["job_id"])
             except PilotDataError as exc:
                 log.warning("cannot cancel the job of pilot %s: %s", pilot_id, exc)

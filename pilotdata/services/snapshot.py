@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from placement import Candidate, DataRef, Demand
 from pilotdata.coordination import Coordination, EntityRecord
 from pilotdata.dataunits import du_entries, replicas
 from pilotdata.states import FINAL_STATES, Kind
+from placement import Candidate, DataRef, Demand
 
 # Expected seconds until a submitted (Pending) pilot starts, by launcher scheme; refined by history later.
 EXPECTED_START_S = {"fork": 2.0, "ssh": 5.0, "slurm": 30.0, "slurm+ssh": 30.0}
