@@ -41,11 +41,14 @@ from pilotdata.coordination.keys import DATA_PREFIX, TIME_PREFIX, RedisKeys
 from pilotdata.errors import AlreadyExistsError, CoordinationError, DescriptionError, NotFoundError
 from pilotdata.states import Kind
 
-__all__ = ["CLAIM_BLOCK_SLICE", "RedisCoordination", "redact_url"]
+__all__ = ["CLAIM_BLOCK_SLICE", "TRANSITION_CHUNK", "RedisCoordination", "redact_url"]
 
 CLAIM_BLOCK_SLICE = 0.25
 """Longest single ``BLMOVE`` wait (seconds) of a blocking claim; bounds the latency of work that
 arrives on the pilot's own queue while the claim blocks on the shared queue."""
+
+TRANSITION_CHUNK = 500
+"""Transition requests per script call; a batch is several calls in one pipelined round trip."""
 
 _STREAM_ID = re.compile(r"^\d+-\d+$")
 
@@ -80,10 +83,24 @@ local function transition(ekey, stream, kind, id, to, expected, pilot, detail, n
 end
 """
 
-# K: entity, stream. ARGV: kind, id, to, expected, pilot, detail, now, allowed, retry.
-_TRANSITION = r"""
-return transition(K[1], K[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
-                  ARGV[9])
+# K: stream, entity 1..n. ARGV: kind, now, ntargets, per target: name, allowed, retry; then per
+# request: id, to, expected, pilot, detail. Returns {ok, previous, attempt} per request, flattened.
+_TRANSITION_MANY = r"""
+local kind, now, ntargets = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local rules, a = {}, 4
+for _ = 1, ntargets do
+  rules[ARGV[a]] = {ARGV[a + 1], ARGV[a + 2]}
+  a = a + 3
+end
+local out = {}
+for i = 2, #K do
+  local to = ARGV[a + 1]
+  local r = transition(K[i], K[1], kind, ARGV[a], to, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], now,
+                       rules[to][1], rules[to][2])
+  out[#out + 1] = r[1]; out[#out + 1] = r[2]; out[#out + 1] = r[3]
+  a = a + 5
+end
+return out
 """
 
 # K: index, stream, entity 1..n. ARGV: kind, initial state, now, n, then per entity: id, npairs, pairs.
@@ -322,7 +339,7 @@ class RedisCoordination(Coordination):
                 f"bad Redis coordination URL {self._url!r}: {self._scrub(str(exc))}", field="url"
             ) from exc
         reg = self._r.register_script
-        self._s_transition = reg(_PRELUDE + _TRANSITION)
+        self._s_transition = reg(_PRELUDE + _TRANSITION_MANY)
         self._s_create = reg(_PRELUDE + _CREATE)
         self._s_update = reg(_PRELUDE + _UPDATE_DATA)
         self._s_claim = reg(_PRELUDE + _CLAIM)
@@ -455,21 +472,32 @@ class RedisCoordination(Coordination):
     def transition_many(
         self, kind: Kind | str, requests: Sequence[TransitionRequest]
     ) -> list[TransitionResult]:
-        """Checked transitions, one script call each, pipelined in one round trip."""
+        """Checked transitions: scripts of up to :data:`TRANSITION_CHUNK` requests, pipelined.
+
+        Each request is checked and applied on its own, in order, inside the script.
+        """
         k = _kind(kind)
         now = time.time()
         stamp = repr(now)
         rules: dict[str, tuple[str, str]] = {}
         calls: list[tuple[list[str], list[str]]] = []
-        for req in requests:
-            to = str(req.to)
-            if to not in rules:
-                rules[to] = _rules(k, to)
-            allowed, retry = rules[to]
-            detail = _dumps(dict(req.detail or {}), f"{k} {req.id!r}", "detail")
-            keys = [self.keys.entity(k, req.id), self.keys.events]
-            args = [k, req.id, to, str(req.expected or ""), req.pilot or "", detail, stamp, allowed, retry]
-            calls.append((keys, args))
+        for first in range(0, len(requests), TRANSITION_CHUNK):
+            chunk = requests[first : first + TRANSITION_CHUNK]
+            keys = [self.keys.events]
+            body: list[str] = []
+            targets: dict[str, tuple[str, str]] = {}
+            for req in chunk:
+                to = str(req.to)
+                if to not in rules:
+                    rules[to] = _rules(k, to)
+                targets[to] = rules[to]
+                keys.append(self.keys.entity(k, req.id))
+                detail = _dumps(dict(req.detail), f"{k} {req.id!r}", "detail") if req.detail else "{}"
+                body += [req.id, to, str(req.expected or ""), req.pilot or "", detail]
+            head = [k, stamp, str(len(targets))]
+            for to, (allowed, retry) in targets.items():
+                head += [to, allowed, retry]
+            calls.append((keys, head + body))
         with self._errors(f"transition {k}"):
             if len(calls) == 1:
                 replies = [self._s_transition(keys=calls[0][0], args=calls[0][1])]
@@ -478,9 +506,10 @@ class RedisCoordination(Coordination):
                 for keys, args in calls:
                     self._s_transition(keys=keys, args=args, client=pipe)
                 replies = pipe.execute() if calls else []
+        flat = iter([x for reply in replies for x in reply])
         return [
-            TransitionResult(k, req.id, bool(r[0]), r[1], str(req.to), int(r[2]), now)
-            for req, r in zip(requests, replies, strict=True)
+            TransitionResult(k, req.id, bool(next(flat)), next(flat), str(req.to), int(next(flat)), now)
+            for req in requests
         ]
 
     # -------------------------------------------------------------------- queues

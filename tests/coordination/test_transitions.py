@@ -161,3 +161,20 @@ def test_backend_agrees_with_the_table(coord: Coordination, targets: list[str]) 
             attempt += states.increments_attempt("cu", state, target)
             state = target
         assert (result.attempt, coord.get("cu", cu_id).state) == (attempt, state)
+
+
+def test_large_batches_keep_request_order(coord: Coordination) -> None:
+    """Batches larger than a backend's internal chunk: later requests see the earlier ones applied."""
+    ids = [f"c{i:04d}" for i in range(700)]
+    coord.create_many("cu", [(i, {}) for i in ids])
+    requests = [TransitionRequest(i, "Pending") for i in ids] + [
+        TransitionRequest(i, "Running", expected="Pending", pilot="p", detail={"n": n}) for n, i in enumerate(ids)
+    ]
+    results = coord.transition_many("cu", requests)
+    assert [r.id for r in results] == [r.id for r in requests]
+    assert all(r.ok for r in results)
+    assert [r.previous for r in results[700:]] == ["Pending"] * 700
+    records = coord.get_many("cu", ids)
+    assert {(r.state, r.pilot) for r in records if r} == {("Running", "p")}
+    assert [r.detail["n"] for r in records if r] == list(range(700))
+    assert len(coord.events_after(None, limit=5000)) == 700 * 3
