@@ -78,8 +78,7 @@ def launcher_for(service_url: str, **options: Any) -> Launcher:
     """
     if not isinstance(service_url, str) or "://" not in service_url:
         raise UnknownSchemeError(
-            f"service_url {redact_url(str(service_url))!r} has no scheme; "
-            f"supported: {', '.join(supported_schemes())}"
+            f"service_url {redact_url(str(service_url))!r} has no scheme; supported: {', '.join(supported_schemes())}"
         )
     try:
         scheme = urlsplit(service_url).scheme

@@ -69,6 +69,30 @@ class CommandRunner(ABC):
         """Release the connection, if any."""
 
 
+def python_failure(url: str, python: str, where: str, doing: str, result: RunResult) -> LaunchError:
+    """A LaunchError for a failed ``python ...`` command that says whether Python or pilotdata is missing."""
+    text = result.stderr + result.stdout
+    if result.returncode in (126, 127):  # the shell's "not found" / "not executable"
+        return LaunchError(
+            f"{url}: Python interpreter {python!r} not found on {where} "
+            "(install Python 3.10+ there or set the launcher option python=)"
+        )
+    if "ModuleNotFoundError" in text or "ImportError" in text:
+        return LaunchError(
+            f"{url}: the Python package pilotdata is not installed for {python!r} on {where} "
+            "(pip install pilot-data there, or set the launcher option python= to an interpreter "
+            "that has it)"
+        )
+    return LaunchError(f"{url}: {doing} failed on {where}: {result.error_text()}")
+
+
+def check_python(runner: CommandRunner, python: str, url: str) -> None:
+    """Raise :func:`python_failure`'s error unless ``python -c "import pilotdata"`` works on the runner's host."""
+    result = runner.run([python, "-c", "import pilotdata"])
+    if result.returncode != 0:
+        raise python_failure(url, python, runner.where, "checking Python", result)
+
+
 def _client_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without ``PDATA_*`` (they may hold secrets), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PDATA_")}

@@ -48,9 +48,7 @@ class SshRunner(CommandRunner):
         except ValueError as exc:
             raise LaunchError(f"{safe}: bad host or port in URL") from exc
         if parts.password is not None:
-            raise LaunchError(
-                f"{safe}: passwords in URLs are not supported; log in with a key (key_filename)"
-            )
+            raise LaunchError(f"{safe}: passwords in URLs are not supported; log in with a key (key_filename)")
         if not parts.hostname:
             raise LaunchError(f"{safe}: the URL names no host (expected {parts.scheme}://[user@]host[:port])")
         self.host = parts.hostname
@@ -86,9 +84,7 @@ class SshRunner(CommandRunner):
         try:
             client.load_host_keys(self.known_hosts)
         except (OSError, paramiko.SSHException) as exc:
-            raise LaunchError(
-                f"{self.where}: cannot read known_hosts file {self.known_hosts}: {exc}"
-            ) from exc
+            raise LaunchError(f"{self.where}: cannot read known_hosts file {self.known_hosts}: {exc}") from exc
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             client.connect(
@@ -111,9 +107,7 @@ class SshRunner(CommandRunner):
         except paramiko.AuthenticationException as exc:
             client.close()
             key = f"key_filename {self.key_filename}" if self.key_filename else "the default keys in ~/.ssh"
-            raise LaunchError(
-                f"{self.where}: authentication failed for user {self.username} with {key}"
-            ) from exc
+            raise LaunchError(f"{self.where}: authentication failed for user {self.username} with {key}") from exc
         except paramiko.SSHException as exc:
             client.close()
             if "known_hosts" in str(exc):
@@ -178,9 +172,7 @@ class SshRunner(CommandRunner):
     # ----------------------------------------------------------------------------------- files
     def write_file(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write a temporary file, ``chmod`` it before writing, then rename it over ``path``."""
-        tmp = posixpath.join(
-            posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
-        )
+        tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
         with self._lock:
             sftp = self._sftp_client()
             try:
@@ -222,9 +214,7 @@ class SshRunner(CommandRunner):
                 try:
                     sftp.mkdir(current)
                 except (OSError, EOFError) as exc:
-                    raise LaunchError(
-                        f"{self.where}: cannot create directory {current}: {_why(exc)}"
-                    ) from exc
+                    raise LaunchError(f"{self.where}: cannot create directory {current}: {_why(exc)}") from exc
 
     def absolute(self, path: str) -> str:
         """``~``-prefixed and relative paths start at the remote home directory."""

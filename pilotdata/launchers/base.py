@@ -78,14 +78,10 @@ class JobStatus:
             state = JobState.UNKNOWN
         code = data.get("exit_code")
         reason = data.get("reason")
-        return cls(
-            state, code if isinstance(code, int) else None, reason if isinstance(reason, str) else None
-        )
+        return cls(state, code if isinstance(code, int) else None, reason if isinstance(reason, str) else None)
 
     @classmethod
-    def from_exit_code(
-        cls, exit_code: int, *, canceled: bool = False, reason: str | None = None
-    ) -> JobStatus:
+    def from_exit_code(cls, exit_code: int, *, canceled: bool = False, reason: str | None = None) -> JobStatus:
         """Done for 0, failed otherwise (canceled when ``canceled``), with a reason naming a signal."""
         if reason is None and exit_code < 0:
             reason = f"killed by signal {signal_name(-exit_code)}"
@@ -157,9 +153,7 @@ class LaunchSpec:
             if value is None and name == "processes_per_node":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DescriptionError(
-                    f"{name}: must be an integer >= 1, got {value!r}", field=name, value=value
-                )
+                raise DescriptionError(f"{name}: must be an integer >= 1, got {value!r}", field=name, value=value)
         if self.processes_per_node is not None and self.processes_per_node > self.number_of_processes:
             raise DescriptionError(
                 f"processes_per_node: {self.processes_per_node} exceeds number_of_processes "
@@ -169,15 +163,11 @@ class LaunchSpec:
             )
         wt = self.walltime_minutes
         if wt is not None and (isinstance(wt, bool) or not isinstance(wt, (int, float)) or not wt > 0):
-            raise DescriptionError(
-                f"walltime_minutes: must be > 0, got {wt!r}", field="walltime_minutes", value=wt
-            )
+            raise DescriptionError(f"walltime_minutes: must be > 0, got {wt!r}", field="walltime_minutes", value=wt)
         for name in ("queue", "project", "stdout", "stderr"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip() or "\n" in value):
-                raise DescriptionError(
-                    f"{name}: must be a non-empty single-line string", field=name, value=value
-                )
+                raise DescriptionError(f"{name}: must be a non-empty single-line string", field=name, value=value)
 
     @classmethod
     def from_description(

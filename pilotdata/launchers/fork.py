@@ -35,15 +35,11 @@ class ForkLauncher(Launcher):
     schemes: ClassVar[tuple[str, ...]] = ("fork",)
     options: ClassVar[frozenset[str]] = frozenset({"python", "grace"})
 
-    def __init__(
-        self, url: str = "fork://localhost", *, python: str | None = None, grace: float = 5.0
-    ) -> None:
+    def __init__(self, url: str = "fork://localhost", *, python: str | None = None, grace: float = 5.0) -> None:
         super().__init__(url)
         parts = urlsplit(url)
         if parts.scheme != "fork" or (parts.hostname or "") not in LOCAL_HOSTS or parts.path not in ("", "/"):
-            raise LaunchError(
-                f"{self.url}: fork runs on this host only: use fork://localhost (or ssh://host)"
-            )
+            raise LaunchError(f"{self.url}: fork runs on this host only: use fork://localhost (or ssh://host)")
         self._python = python
         self._grace = float(grace)
         self._children: dict[str, subprocess.Popen[bytes]] = {}

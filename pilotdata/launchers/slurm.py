@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from pilotdata.errors import LaunchError
-from pilotdata.launchers._runner import CommandRunner, LocalRunner, RunResult
+from pilotdata.launchers._runner import CommandRunner, LocalRunner, RunResult, check_python
 from pilotdata.launchers._ssh import SSH_OPTIONS, SshRunner
 from pilotdata.launchers._wrap import EXIT_FILE
 from pilotdata.launchers.base import JobState, JobStatus, Launcher, LaunchSpec
@@ -77,9 +77,7 @@ def _time_limit(minutes: float) -> str:
 def _directive_value(name: str, value: str) -> str:
     """``value`` for an ``#SBATCH`` line: double-quoted when it has spaces (sbatch strips the quotes)."""
     if '"' in value or "\n" in value or "\r" in value:
-        raise LaunchError(
-            f"{name}: {value!r} contains a quote or line break, which #SBATCH lines cannot carry"
-        )
+        raise LaunchError(f"{name}: {value!r} contains a quote or line break, which #SBATCH lines cannot carry")
     return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
@@ -214,12 +212,14 @@ class SlurmLauncher(Launcher):
     Options: ``slurm_conf`` (exported as ``SLURM_CONF`` to the client commands), ``env`` (more
     non-secret variables for them), ``sbatch_options`` (extra ``#SBATCH`` options, e.g.
     ``["--mem=2G"]``), ``jobcomp`` (path of a ``jobcomp/filetxt`` log; found with
-    ``scontrol show config`` when not given); for ``slurm+ssh`` also ``known_hosts``,
+    ``scontrol show config`` when not given), ``python`` (when given, checked once before the first
+    submission to import ``pilotdata`` on the submit host, so a missing package fails early rather
+    than in the batch job); for ``slurm+ssh`` also ``known_hosts``,
     ``key_filename``, ``username``, ``port``, ``connect_timeout``.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("slurm", "slurm+ssh")
-    options: ClassVar[frozenset[str]] = SSH_OPTIONS | {"slurm_conf", "env", "sbatch_options", "jobcomp"}
+    options: ClassVar[frozenset[str]] = SSH_OPTIONS | {"slurm_conf", "env", "sbatch_options", "jobcomp", "python"}
 
     def __init__(
         self,
@@ -229,6 +229,7 @@ class SlurmLauncher(Launcher):
         env: Mapping[str, str] | None = None,
         sbatch_options: Sequence[str] = (),
         jobcomp: str | None = None,
+        python: str | None = None,
         **ssh: Any,
     ) -> None:
         super().__init__(url)
@@ -250,6 +251,8 @@ class SlurmLauncher(Launcher):
             self._client_env["SLURM_CONF"] = slurm_conf
         self._sbatch_options = list(sbatch_options)
         self._jobcomp = jobcomp
+        self._python = python
+        self._python_checked = False
         self._jobcomp_looked_up = jobcomp is not None
         self._sacct_works = True
         self._final: dict[str, JobStatus] = {}
@@ -267,6 +270,9 @@ class SlurmLauncher(Launcher):
     def submit(self, spec: LaunchSpec) -> str:
         """Write the env file (mode 600) and batch script into the control directory, then ``sbatch``."""
         runner = self._runner
+        if self._python and not self._python_checked:
+            check_python(runner, self._python, self.url)
+            self._python_checked = True
         workdir = runner.absolute(spec.working_directory)
         control = spec.control_directory(workdir)
         script = batch_script(
@@ -338,9 +344,7 @@ class SlurmLauncher(Launcher):
             found = source(job_id)
             if found:
                 return found
-        return JobStatus(
-            JobState.UNKNOWN, None, f"SLURM no longer knows job {job_id} and nothing recorded its end"
-        )
+        return JobStatus(JobState.UNKNOWN, None, f"SLURM no longer knows job {job_id} and nothing recorded its end")
 
     def _from_sacct(self, job_id: str) -> JobStatus | None:
         if not self._sacct_works:
@@ -363,8 +367,7 @@ class SlurmLauncher(Launcher):
             result = self._run("scontrol", "show", "config")
             if result.returncode == 0:
                 config = dict(
-                    (k.strip(), v.strip())
-                    for k, _, v in (line.partition("=") for line in result.stdout.splitlines())
+                    (k.strip(), v.strip()) for k, _, v in (line.partition("=") for line in result.stdout.splitlines())
                 )
                 if config.get("JobCompType") == "jobcomp/filetxt" and config.get("JobCompLoc"):
                     self._jobcomp = config["JobCompLoc"]
@@ -387,8 +390,7 @@ class SlurmLauncher(Launcher):
             raise LaunchError(f"{self.url}: {job_id!r} is not a SLURM job id")
         result = self._run("scancel", job_id)
         if result.returncode != 0 and not any(
-            text in result.stderr
-            for text in (*_GONE, "already completing or completed", "Job has already finished")
+            text in result.stderr for text in (*_GONE, "already completing or completed", "Job has already finished")
         ):
             raise LaunchError(f"{self.url}: scancel {job_id} failed: {result.error_text()}")
         log.info("slurm: canceled job %s", job_id)

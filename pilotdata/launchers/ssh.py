@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pilotdata.errors import LaunchError
 from pilotdata.launchers._detached import DEFAULT_GRACE
-from pilotdata.launchers._runner import RunResult
+from pilotdata.launchers._runner import RunResult, check_python, python_failure
 from pilotdata.launchers._ssh import SSH_OPTIONS, SshRunner
 from pilotdata.launchers.base import JobState, JobStatus, Launcher, LaunchSpec
 
@@ -39,9 +39,7 @@ class SshLauncher(Launcher):
     schemes: ClassVar[tuple[str, ...]] = ("ssh",)
     options: ClassVar[frozenset[str]] = SSH_OPTIONS | {"python", "grace"}
 
-    def __init__(
-        self, url: str, *, python: str = "python3", grace: float = DEFAULT_GRACE, **ssh: Any
-    ) -> None:
+    def __init__(self, url: str, *, python: str = "python3", grace: float = DEFAULT_GRACE, **ssh: Any) -> None:
         super().__init__(url)
         self.check_options(ssh)
         self._runner = SshRunner(url, **{k: v for k, v in ssh.items() if v is not None})
@@ -50,30 +48,13 @@ class SshLauncher(Launcher):
         self._checked = False
 
     def _fail(self, doing: str, result: RunResult) -> LaunchError:
-        """A LaunchError for a failed remote command, saying if Python or pilotdata is missing."""
-        text = result.stderr + result.stdout
-        host = self._runner.where
-        if result.returncode in (126, 127):  # the shell's "not found" / "not executable"
-            return LaunchError(
-                f"{self.url}: Python interpreter {self._python!r} not found on {host} "
-                "(install Python 3.10+ there or set the launcher option python=)"
-            )
-        if "ModuleNotFoundError" in text or "ImportError" in text:
-            return LaunchError(
-                f"{self.url}: the Python package pilotdata is not installed for {self._python!r} on {host} "
-                "(pip install pilot-data there, or set the launcher option python= to an interpreter "
-                "that has it)"
-            )
-        return LaunchError(f"{self.url}: {doing} failed on {host}: {result.error_text()}")
+        return python_failure(self.url, self._python, self._runner.where, doing, result)
 
     def check_remote(self) -> None:
         """Check (once) that the remote ``python`` imports ``pilotdata``; :class:`LaunchError` if not."""
-        if self._checked:
-            return
-        result = self._runner.run([self._python, "-c", "import pilotdata"])
-        if result.returncode != 0:
-            raise self._fail("checking Python", result)
-        self._checked = True
+        if not self._checked:
+            check_python(self._runner, self._python, self.url)
+            self._checked = True
 
     def submit(self, spec: LaunchSpec) -> str:
         """Create the working directory, write the spec (mode 600) and spawn it remotely."""

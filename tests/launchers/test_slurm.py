@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ SLURM_WAIT = 45.0
 
 @pytest.fixture
 def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmLauncher]:
-    launcher = launcher_for("slurm://localhost", slurm_conf=str(slurm_cluster.conf))
+    launcher = launcher_for("slurm://localhost", slurm_conf=str(slurm_cluster.conf), python=sys.executable)
     assert isinstance(launcher, SlurmLauncher)
     yield launcher
     launcher.close()
@@ -181,5 +182,9 @@ def test_slurm_url_checks(slurm_cluster: SlurmCluster) -> None:
         launcher_for("slurm://login.example.org")
     with pytest.raises(LaunchError, match="key_filename"):
         launcher_for("slurm://localhost", key_filename="/x")
+    with pytest.raises(LaunchError, match="Python interpreter '/nonexistent/python3' not found on this host"):
+        launcher_for("slurm://localhost", python="/nonexistent/python3").submit(
+            LaunchSpec(pilot_id="j8", argv=["true"], working_directory="/nonexistent/never-created")
+        )
     with pytest.raises(LaunchError, match="squeue not found on this host"):
         launcher_for("slurm://localhost", env={"PATH": "/nonexistent"}).status(["1"])
