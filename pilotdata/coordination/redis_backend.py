@@ -4,9 +4,10 @@ What it owns: the Lua scripts that make every state change, claim and requeue at
 conversion of redis-py errors into :class:`~pilotdata.errors.CoordinationError`. The keys themselves
 are spelled (and documented) in :mod:`pilotdata.coordination.keys`.
 
-* Transitions run a Lua script per entity (``EVALSHA``). The legal source states and the retry
-  sources come from :mod:`pilotdata.states` in ``ARGV``, so the Python table stays the single source
-  of truth while the check-and-write happens atomically on the server. Batches are pipelined.
+* Transitions run in a Lua script (``EVALSHA``) that checks and applies each request on its own, in
+  order. The legal source states and the retry sources come from :mod:`pilotdata.states` in ``ARGV``,
+  so the Python table stays the single source of truth while the check-and-write happens atomically
+  on the server. A batch is split into scripts of :data:`TRANSITION_CHUNK` requests, pipelined.
 * Queues are lists. :meth:`RedisCoordination.claim` moves ids with ``LMOVE`` (own queue, then the
   shared queue) into the pilot's in-progress list; when both are empty it blocks in ``BLMOVE`` on the
   shared queue in bounded slices (work arriving on the pilot's own queue is seen at the next slice).
@@ -477,6 +478,8 @@ class RedisCoordination(Coordination):
         Each request is checked and applied on its own, in order, inside the script.
         """
         k = _kind(kind)
+        if not requests:
+            return []
         now = time.time()
         stamp = repr(now)
         rules: dict[str, tuple[str, str]] = {}
@@ -505,7 +508,7 @@ class RedisCoordination(Coordination):
                 pipe = self._r.pipeline(transaction=False)
                 for keys, args in calls:
                     self._s_transition(keys=keys, args=args, client=pipe)
-                replies = pipe.execute() if calls else []
+                replies = pipe.execute()
         flat = iter([x for reply in replies for x in reply])
         return [
             TransitionResult(k, req.id, bool(next(flat)), next(flat), str(req.to), int(next(flat)), now)
@@ -530,6 +533,8 @@ class RedisCoordination(Coordination):
 
     def claim(self, pilot: str, *, limit: int = 1, timeout: float = 0.0) -> list[str]:
         """Reliable claim: own queue, then shared; ``BLMOVE`` up to ``timeout`` while both are empty."""
+        if not pilot:
+            raise ValueError("claim needs a pilot id")
         if limit < 1:
             return []
         own, shared, claimed = self.keys.queue(pilot), self.keys.shared_queue, self.keys.claimed(pilot)

@@ -127,3 +127,10 @@ def test_queue_lengths(coord: Coordination) -> None:
     coord.enqueue(["x"], pilot="p1")
     assert coord.queue_lengths([SHARED_QUEUE, "p1", "p2"]) == {"": 3, "p1": 1, "p2": 0}
     assert coord.queue_lengths([]) == {}
+
+
+def test_claim_needs_a_pilot(coord: Coordination) -> None:
+    coord.enqueue(["a"])
+    with pytest.raises(ValueError, match="pilot"):
+        coord.claim("")
+    assert coord.queued() == ["a"]
