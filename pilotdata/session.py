@@ -7,6 +7,7 @@ agents only through their environment) and namespace, and opens the backend lazi
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from pilotdata.config import default_coordination_url, default_history_url, default_namespace
 from pilotdata.coordination import Coordination, connect
@@ -27,6 +28,7 @@ class Session:
         self.history_url = history_url or default_history_url()
         self._coord: Coordination | None = None
         self._lock = threading.Lock()
+        self._on_close: list[Callable[[], None]] = []
 
     @property
     def coord(self) -> Coordination:
@@ -46,8 +48,14 @@ class Session:
         """Environment variables that point an agent at this session (may hold a password: env only)."""
         return {"PDATA_URL": self._url, "PDATA_NAMESPACE": self.namespace}
 
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (e.g. stop a background thread) before the backend closes."""
+        self._on_close.append(fn)
+
     def close(self) -> None:
-        """Close the backend if it was opened."""
+        """Stop registered background work, then close the backend if it was opened."""
+        while self._on_close:
+            self._on_close.pop()()
         with self._lock:
             if self._coord is not None:
                 self._coord.close()

@@ -27,6 +27,8 @@ class CallbackWatcher:
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
         self._cursor = session.coord.last_cursor()
+        self._stopped = threading.Event()
+        session.on_close(self.stop)
         self._thread = threading.Thread(target=self._run, name="pdata-callbacks", daemon=True)
         self._thread.start()
 
@@ -50,10 +52,17 @@ class CallbackWatcher:
             except Exception:  # a user callback must not kill the watcher
                 log.exception("callback for %s raised", entity_id)
 
+    def stop(self) -> None:
+        """Stop the watcher thread (callbacks not yet fired are dropped)."""
+        self._stopped.set()
+        self._thread.join(timeout=5)
+        with _lock:
+            _watchers.pop(id(self._session), None)
+
     def _run(self) -> None:
         coord = self._session.coord
-        while True:
-            events = coord.events_after(self._cursor, limit=1000, block=1.0)
+        while not self._stopped.is_set():
+            events = coord.events_after(self._cursor, limit=1000, block=0.5)
             for event in events:
                 self._cursor = event.cursor
                 if event.to_state in FINAL_STATES and event.id in self._callbacks:

@@ -99,6 +99,7 @@ class ComputeDataService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ops = DataUnits(self._session)
+        self._session.on_close(self.close)
 
     @property
     def session(self) -> Session:
@@ -266,7 +267,7 @@ class ComputeDataService:
                 self._stop.wait(0.5)
             with self._lock:
                 if not self._unbound and not any(t.is_alive() for t in self._uploads):
-                    pass
+                    return  # idle: the next submit starts it again
 
     # ------------------------------------------------------------ waiting
     def wait(self, timeout: float | None = None) -> None:
@@ -287,10 +288,12 @@ class ComputeDataService:
             cu.cancel()
 
     def close(self) -> None:
-        """Stop the background thread (CUs keep running on their pilots)."""
+        """Stop the background threads (CUs keep running on their pilots)."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        for thread in self._uploads:
+            thread.join(timeout=30)
 
     def get_state(self) -> str:
         """``Running`` while any CU is unfinished, else ``Done``."""
