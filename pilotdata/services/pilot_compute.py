@@ -86,8 +86,12 @@ class PilotCompute:
     def wait(self, timeout: float | None = None, state: str = PilotState.RUNNING) -> str:
         """Block until the pilot reaches ``state`` (default Running) or a final state; return the state."""
         svc = self._service or PilotComputeService(session=self._session)
+
+        def tick() -> None:
+            svc.refresh()
+
         rec = wait_for_states(self._session.coord, Kind.PILOT, [self.id], {str(state)}, timeout=timeout,
-                              tick=lambda: None if svc.refresh() else None)
+                              tick=tick)
         return rec[0].state
 
     def cancel(self) -> None:
