@@ -42,7 +42,7 @@ from agent.staging import DataStager
 from agent.task import Task
 from agent.worker import CUWorker, Stager
 from pilotdata.coordination import Coordination, TransitionRequest, connect
-from pilotdata.errors import DescriptionError, NotFoundError, PilotDataError
+from pilotdata.errors import CoordinationError, DescriptionError, NotFoundError, PilotDataError
 from pilotdata.states import ComputeUnitState as S
 from pilotdata.states import Kind, PilotState, is_final
 
@@ -185,25 +185,39 @@ class Agent:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
     def _loop(self) -> None:
-        cfg = self.config
+        outage_since: float | None = None
         while not self._stop.is_set():
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 self.request_stop("walltime reached")
                 break
-            wait = cfg.claim_timeout if remaining is None else max(0.0, min(cfg.claim_timeout, remaining))
-            self._watch_if_due()
-            self._start_held()
-            if self._held:
-                self.slots.wait_for_free(self._held[0].processes, wait)
-                continue
-            free = self.slots.free
-            if free == 0:
-                self.slots.wait_for_free(1, wait)
-                continue
-            ids = self.coord.claim(self.pilot, limit=free, timeout=wait)
-            if ids:
-                self._accept(ids)
+            try:
+                self._step(remaining)
+                if outage_since is not None:
+                    log.info("coordination reachable again after %.1f s", time.monotonic() - outage_since)
+                    outage_since = None
+            except CoordinationError as exc:  # ride out a short outage; the heartbeat thread does too
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                    log.warning("coordination call failed, retrying: %s", exc)
+                self._stop.wait(self.config.claim_timeout)
+
+    def _step(self, remaining: float | None) -> None:
+        """One round: watch running CUs, start held ones, claim as many CUs as slots are free."""
+        limit = self.config.claim_timeout
+        wait = limit if remaining is None else max(0.0, min(limit, remaining))
+        self._watch_if_due()
+        self._start_held()
+        if self._held:
+            self.slots.wait_for_free(self._held[0].processes, wait)
+            return
+        free = self.slots.free
+        if free == 0:
+            self.slots.wait_for_free(1, wait)
+            return
+        ids = self.coord.claim(self.pilot, limit=free, timeout=wait)
+        if ids:
+            self._accept(ids)
 
     def _accept(self, ids: Sequence[str]) -> None:
         """Turn freshly claimed ids into workers, held tasks or immediate failures."""
