@@ -1,0 +1,188 @@
+"""The agent's pure pieces: variable expansion, argv and MPI prefixes, slots, policies, arguments,
+sandboxes and the orphan reaper (with real processes, no coordination)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.config import parse_args, url_has_password
+from agent.launch import build_argv, cores, cu_environment, expand, mpi_prefix, resolve_executable
+from agent.policies import FailureStreak, Policies
+from agent.reaper import serve
+from agent.sandbox import make_sandbox, sandbox_path
+from agent.slots import SlotPool
+from agent.task import CUFailed, Task
+from agent.worker import signal_reason
+from pilotdata.descriptions import ComputeUnitDescription
+from tests.agent.harness import process_alive
+from tests.servers import wait_until
+
+
+def _task(**desc: object) -> Task:
+    desc.setdefault("executable", "/bin/true")
+    return Task("cu-1", 0, ComputeUnitDescription.from_dict(desc))
+
+
+# ----------------------------------------------------------------------------- expansion
+def test_expand_prefers_the_cu_environment_then_the_process_environment() -> None:
+    cu, proc = {"A": "cu-a"}, {"A": "proc-a", "B": "proc-b"}
+    assert expand("$A ${A} $B ${B}x", cu, proc) == "cu-a cu-a proc-b proc-bx"
+
+
+def test_expand_unknown_variables_are_empty_and_backslash_dollar_is_literal() -> None:
+    assert expand("[$NOPE] [${NOPE}]", {}) == "[] []"
+    assert expand(r"\$A $$ $! $1 a$", {"A": "x"}) == "$A $$ $! $1 a$"
+
+
+def test_cu_environment_hides_the_coordination_url_and_adds_the_cu_variables() -> None:
+    task = _task(environment={"X": "1", "PATH": "/cu/bin"})
+    env = cu_environment(task, {"PDATA_URL": "redis://:pw@h/0", "PATH": "/usr/bin", "KEEP": "k"}, {"E": "e"})
+    assert env == {"PATH": "/cu/bin", "KEEP": "k", "E": "e", "X": "1"}
+
+
+# ----------------------------------------------------------------------------- argv
+def test_build_argv_expands_the_executable_and_arguments(tmp_path: Path) -> None:
+    task = _task(executable="$TOOL", arguments=["-n", "${COUNT}", "$HOME"], environment={"TOOL": "echo", "COUNT": "3"})
+    argv = build_argv(task, tmp_path, {"PATH": os.environ["PATH"], "HOME": "/home/u"})
+    assert argv == [shutil.which("echo"), "-n", "3", "/home/u"]
+
+
+def test_relative_executable_is_found_in_the_sandbox(tmp_path: Path) -> None:
+    script = tmp_path / "bin" / "run.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(CUFailed, match=r"executable not executable: bin/run\.sh"):
+        resolve_executable("bin/run.sh", tmp_path, None)
+    script.chmod(0o755)
+    assert resolve_executable("bin/run.sh", tmp_path, None) == str(script)
+    with pytest.raises(CUFailed, match=r"executable not found: \./nope"):
+        resolve_executable("./nope", tmp_path, None)
+    with pytest.raises(CUFailed, match="executable not found: nope-4711"):
+        resolve_executable("nope-4711", tmp_path, os.environ["PATH"])
+
+
+def test_mpirun_prefix_for_open_mpi() -> None:
+    mpirun = shutil.which("mpirun")
+    assert mpirun, "openmpi-bin is installed on the test machines"
+    env = {"PATH": os.environ["PATH"]}
+    small = mpi_prefix(1, "auto", env, ["A", "B"])
+    assert small[0] == mpirun and small[-2:] == ["-np", "1"]
+    assert ("--allow-run-as-root" in small) is (os.geteuid() == 0)
+    assert "--oversubscribe" not in small
+    assert small[small.index("-x") :][:4] == ["-x", "A", "-x", "B"]
+    wide = mpi_prefix(cores() + 1, "mpirun", env)
+    assert "--oversubscribe" in wide and wide[-1] == str(cores() + 1)
+
+
+def test_srun_without_a_working_slurm_falls_back_to_mpirun() -> None:
+    # SLURM_JOB_ID is set but this srun has no configuration: ``srun --mpi=list`` fails, no pmix
+    env = {"PATH": os.environ["PATH"], "SLURM_JOB_ID": "42", "SLURM_CONF": "/nonexistent/slurm.conf"}
+    assert Path(mpi_prefix(2, "auto", env)[0]).name == "mpirun"
+
+
+def test_missing_mpi_launcher_fails_the_cu() -> None:
+    with pytest.raises(CUFailed, match="MPI launcher not found: no-such-mpirun"):
+        mpi_prefix(2, "no-such-mpirun", {"PATH": os.environ["PATH"]})
+
+
+def test_mpi_argv_puts_the_launcher_before_the_executable(tmp_path: Path) -> None:
+    task = _task(executable="/bin/hostname", number_of_processes=2, spmd_variation="mpi", arguments=["-s"])
+    argv = build_argv(task, tmp_path, {"PATH": os.environ["PATH"]})
+    assert argv[-4:] == ["-np", "2", "/bin/hostname", "-s"]
+
+
+def test_signal_reason() -> None:
+    assert signal_reason(3) == "exit code 3"
+    assert signal_reason(-9) == "killed by signal SIGKILL"
+
+
+# ----------------------------------------------------------------------------- sandbox
+def test_sandbox_is_workdir_cu_id_or_the_working_directory(tmp_path: Path) -> None:
+    assert sandbox_path(tmp_path, _task()) == tmp_path / "cu-1"
+    assert sandbox_path(tmp_path, _task(working_directory="rel/dir")) == tmp_path / "rel" / "dir"
+    assert sandbox_path(tmp_path, _task(working_directory="/abs")) == Path("/abs")
+    made = make_sandbox(tmp_path, _task(working_directory=str(tmp_path / "a" / "b")))
+    assert made.is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CUFailed, match="a parent of it is not a directory"):
+        make_sandbox(tmp_path, _task(working_directory=str(tmp_path / "file" / "sub")))
+
+
+# ----------------------------------------------------------------------------- slots
+def test_slot_pool_allocates_releases_and_wakes_waiters() -> None:
+    pool = SlotPool(3)
+    assert pool.try_allocate(2) and pool.free == 1
+    assert not pool.try_allocate(2) and pool.free == 1
+    assert not pool.fits(4) and pool.fits(3)
+    with pytest.raises(ValueError):
+        pool.try_allocate(4)
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(pool.wait_for_free(3, 10)))
+    waiter.start()
+    pool.release(2)
+    waiter.join(10)
+    assert woke == [True] and pool.used == 0
+    with pytest.raises(ValueError):
+        pool.release(1)
+    with pytest.raises(ValueError):
+        SlotPool(0)
+
+
+# ----------------------------------------------------------------------------- policies
+def test_failed_task_budget_comes_from_the_cu_or_the_pilot() -> None:
+    policies = Policies(max_retries=1, max_reassign=2)
+    assert policies.may_retry(_task()) and not policies.may_retry(Task("c", 1, _task().description))
+    own = _task(max_retries=0)
+    assert policies.retries_for(own) == 0 and not policies.may_retry(own)
+    assert policies.may_reassign(1) and not policies.may_reassign(2)
+
+
+def test_failure_streak_trips_at_the_limit_and_resets_on_success() -> None:
+    streak = FailureStreak(2)
+    assert not streak.failure()
+    streak.success()
+    assert not streak.failure() and streak.failure() and streak.tripped
+    off = FailureStreak(0)
+    assert not any(off.failure() for _ in range(10))
+
+
+# ----------------------------------------------------------------------------- arguments
+def test_arguments_default_to_pdata_url_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDATA_URL", "redis://:pw@127.0.0.1:1/0")
+    cfg = parse_args(["--pilot", "p1", "--walltime", "1.5", "--max-consecutive-failures", "3"])
+    assert cfg.url == "redis://:pw@127.0.0.1:1/0"
+    assert (cfg.walltime, cfg.max_consecutive_failures, cfg.max_retries, cfg.slots) == (1.5, 3, 0, None)
+    assert parse_args(["--pilot", "p1", "--url", "sqlite:///x"]).url == "sqlite:///x"
+    with pytest.raises(SystemExit):
+        parse_args(["--pilot", "p1", "--heartbeat-ttl", "-1"])
+    with pytest.raises(SystemExit):
+        parse_args([])
+
+
+def test_url_has_password() -> None:
+    assert url_has_password("redis://:secret@host:6379/0")
+    assert url_has_password("rediss://user:secret@host/0")
+    assert not url_has_password("redis://host:6379/0")
+    assert not url_has_password("redis://user@host/0")
+    assert not url_has_password("sqlite:////tmp/x.sqlite")
+    assert not url_has_password(None)
+
+
+# ----------------------------------------------------------------------------- reaper
+def test_reaper_kills_the_groups_still_registered_at_eof() -> None:
+    procs = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(3)]
+    try:
+        lines = [f"+{p.pid}\n" for p in procs] + [f"-{procs[1].pid}\n", "garbage\n", "+\n"]
+        assert serve(lines) == {procs[0].pid, procs[2].pid}
+        wait_until(lambda: procs[0].poll() is not None and procs[2].poll() is not None, 10, "reaped groups")
+        assert process_alive(procs[1].pid)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
