@@ -30,6 +30,9 @@ from pilotdata.launchers.base import JobState, JobStatus
 DEFAULT_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL when cancelling."""
 
+KILL_WAIT = 5.0
+"""Bound on the wait for a SIGKILLed group to disappear."""
+
 
 def spawn(
     argv: Sequence[str],
@@ -204,10 +207,6 @@ def terminate(job_id: str, grace: float = DEFAULT_GRACE, reap: Callable[[], obje
             pass
         _wait_group_gone(pid, KILL_WAIT, reap)  # SIGKILL is delivered asynchronously
     return True
-
-
-KILL_WAIT = 5.0
-"""Bound on the wait for a SIGKILLed group to disappear."""
 
 
 def _wait_group_gone(pgid: int, timeout: float, reap: Callable[[], object] | None) -> bool:

@@ -73,7 +73,7 @@ class ForkLauncher(Launcher):
         """Collect our children that have exited (so they do not linger as zombies)."""
         for job_id, proc in list(self._children.items()):
             if proc.poll() is not None:
-                del self._children[job_id]
+                self._children.pop(job_id, None)
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Read each job's recorded exit code, or check that its process is alive."""
