@@ -185,7 +185,10 @@ class CUWorker(threading.Thread):
         except CUFailed as failure:
             self._fail(failure)
             return
-        self._move(S.RUNNING, {"host": socket.gethostname(), "slots": task.processes})
+        running: dict[str, Any] = {"host": socket.gethostname(), "slots": task.processes}
+        if task.is_mpi:
+            running["launcher"] = os.path.basename(argv[0])
+        self._move(S.RUNNING, running)
         try:
             launched = spawn(argv, sandbox, env, stdout, stderr)
         except CUFailed as failure:

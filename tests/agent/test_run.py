@@ -220,6 +220,7 @@ def test_mpi_cu_runs_n_ranks(shared_agent: SharedAgent, mpi_program: Path) -> No
     assert sorted(out) == ["rank 0 of 2", "rank 1 of 2"]
     running = next(e for e in cu_events(coord, cu) if e.to_state == "Running")
     assert running.detail["slots"] == 2
+    assert running.detail["launcher"] == "mpirun"  # not inside a SLURM allocation
 
 
 def test_mpi_launcher_passes_the_cu_environment_to_ranks(shared_agent: SharedAgent) -> None:
