@@ -8,6 +8,8 @@ usual ``~/.ssh/id_*``); passwords in URLs are refused. Every paramiko / socket f
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import posixpath
 import shlex
@@ -85,7 +87,7 @@ class SshRunner(CommandRunner):
             client.load_host_keys(self.known_hosts)
         except (OSError, paramiko.SSHException) as exc:
             raise LaunchError(f"{self.where}: cannot read known_hosts file {self.known_hosts}: {exc}") from exc
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(_reject_unknown_host(self))
         try:
             client.connect(
                 self.host,
@@ -98,11 +100,15 @@ class SshRunner(CommandRunner):
                 banner_timeout=self.connect_timeout,
                 auth_timeout=self.connect_timeout,
             )
+        except LaunchError:  # from the host key policy
+            client.close()
+            raise
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise LaunchError(
-                f"{self.where}: the host key does not match the one in {self.known_hosts} "
-                f"(got {exc.key.get_name()} {exc.key.get_fingerprint().hex()}); refusing to connect"
+                f"{self.where}: the host key ({exc.key.get_name()} {fingerprint(exc.key)}) does not match the "
+                f"one in {self.known_hosts}; refusing to connect (possible man-in-the-middle; if the host was "
+                "re-keyed, replace its line after checking the new fingerprint)"
             ) from exc
         except paramiko.AuthenticationException as exc:
             client.close()
@@ -110,11 +116,6 @@ class SshRunner(CommandRunner):
             raise LaunchError(f"{self.where}: authentication failed for user {self.username} with {key}") from exc
         except paramiko.SSHException as exc:
             client.close()
-            if "known_hosts" in str(exc):
-                raise LaunchError(
-                    f"{self.where}: the host key is not in known_hosts file {self.known_hosts}; refusing to "
-                    "connect to an unverified host"
-                ) from exc
             raise LaunchError(f"{self.where}: SSH connection failed: {exc}") from exc
         except (OSError, EOFError) as exc:
             client.close()
@@ -235,6 +236,28 @@ class SshRunner(CommandRunner):
 def ssh_runner_from_options(url: str, options: Mapping[str, Any]) -> SshRunner:
     """An :class:`SshRunner` for ``url`` from the launcher options in :data:`SSH_OPTIONS`."""
     return SshRunner(url, **{k: v for k, v in options.items() if k in SSH_OPTIONS and v is not None})
+
+
+def fingerprint(key: Any) -> str:
+    """OpenSSH-style ``SHA256:...`` fingerprint of a paramiko key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _reject_unknown_host(runner: SshRunner) -> Any:
+    """paramiko's RejectPolicy, raising a LaunchError that shows the key and how to trust it."""
+    import paramiko
+
+    class RejectUnknownHost(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            raise LaunchError(
+                f"{runner.where}: the host key of {hostname} ({key.get_name()} {fingerprint(key)}) is not in "
+                f"known_hosts file {runner.known_hosts}; refusing to connect to an unverified host. Check that "
+                "fingerprint with the host's administrator, then add the key: "
+                f"ssh-keyscan -p {runner.port} {runner.host} >> {runner.known_hosts}"
+            )
+
+    return RejectUnknownHost()
 
 
 def _local_user() -> str:

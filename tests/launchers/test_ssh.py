@@ -68,9 +68,7 @@ def test_submit_status_done(ssh: SshLauncher, program: Program, tmp_path: Path) 
 
 def test_failed_and_canceled(ssh: SshLauncher, program: Program, tmp_path: Path) -> None:
     work = str(tmp_path / "w")
-    failing = ssh.submit(
-        LaunchSpec(pilot_id="s2", argv=program.argv("s2", exit_code=3), working_directory=work)
-    )
+    failing = ssh.submit(LaunchSpec(pilot_id="s2", argv=program.argv("s2", exit_code=3), working_directory=work))
     held = ssh.submit(
         LaunchSpec(pilot_id="s3", argv=program.argv("s3", hold=True, grandchild=True), working_directory=work)
     )
@@ -111,9 +109,18 @@ def test_unknown_host_key_is_refused(sshd_server: SshServer, tmp_path: Path) -> 
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     launcher = launcher_for(url(sshd_server), **options(sshd_server, known_hosts=str(empty)))
-    with pytest.raises(LaunchError, match="not in known_hosts"):
+    with pytest.raises(LaunchError, match="not in known_hosts") as info:
         launcher.submit(LaunchSpec(pilot_id="s4", argv=["true"], working_directory=str(tmp_path / "w4")))
     assert not (tmp_path / "w4").exists()
+    # the message shows the server's real fingerprint (as ssh-keygen prints it) and how to add the key
+    listed = subprocess.run(
+        ["ssh-keygen", "-lf", str(sshd_server.directory / "host_ed25519.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[1]
+    assert listed.startswith("SHA256:") and listed in str(info.value)
+    assert "ssh-keyscan" in str(info.value)
 
 
 def test_changed_host_key_is_refused(sshd_server: SshServer, tmp_path: Path) -> None:
