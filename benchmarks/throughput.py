@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pilotdata import ComputeDataService, PilotComputeService  # noqa: E402
-from pilotdata.history import History, HistoryWriter  # noqa: E402
-from pilotdata.services import FailurePolicy  # noqa: E402
-from pilotdata.session import Session  # noqa: E402
-from pilotdata.states import Kind  # noqa: E402
-from tests import servers  # noqa: E402
+from pilotdata import ComputeDataService, PilotComputeService
+from pilotdata.history import History, HistoryWriter
+from pilotdata.services import FailurePolicy
+from pilotdata.session import Session
+from pilotdata.states import Kind
+from tests import servers
 
 TARGETS = {"redis": 1000.0, "sqlite": 500.0}
 
