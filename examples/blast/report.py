@@ -7,6 +7,9 @@ Bytes come from the coordination event stream: every copy the system makes is a 
 * *staged*: a pilot brought an input DataUnit into its cache (once per pilot, then shared);
 * *outputs*: a CU's output files went into the output DataUnit.
 
+A transfer event whose ``method`` is ``link`` / ``hardlink`` / ``symlink`` (or with ``linked: true``)
+moved no bytes: it is counted as *linked* instead (same filesystem fast path).
+
 The *naive* figure is what per-CU staging would move: every CU copying every input DataUnit itself.
 *Saved* = naive - staged: what the per-pilot cache and data-aware placement avoided. When no staging
 event exists (an agent that does not report them), the pilots' ``cached_dus`` give an upper bound.
@@ -15,9 +18,9 @@ event exists (an agent that does not report them), the pilots' ``cached_dus`` gi
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pilotdata.dataunits import du_size
 from pilotdata.session import Session
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
     from .workflow import Outcome
 
 
+_LINK_METHODS = ("link", "hardlink", "symlink")
+
+
 @dataclass
 class Traffic:
     """Bytes moved, by kind, and what per-CU staging would have moved."""
@@ -37,6 +43,7 @@ class Traffic:
     staged: int = 0
     uploaded: int = 0
     outputs: int = 0
+    linked: int = 0
     staged_from: str = "transfer events"
     staged_by_pilot: dict[str, int] = field(default_factory=dict)
     cached: dict[str, list[str]] = field(default_factory=dict)
@@ -75,19 +82,20 @@ def site_of_pd(session: Session, pd_ids: Sequence[str]) -> str:
     return ", ".join(shown) or "nowhere"
 
 
-def traffic(session: Session, cus: Sequence[Any], input_dus: Sequence[str], output_du: str,
+def traffic(session: Session, cu_inputs: Sequence[Sequence[str]], output_du: str,
             pilot_ids: Sequence[str]) -> Traffic:
-    """Add up the namespace's transfer events and the pilots' caches (see the module docstring)."""
+    """Add up the namespace's transfer events and the pilots' caches (see the module docstring).
+
+    ``cu_inputs``: the input DataUnit ids of each ComputeUnit (for the naive figure).
+    """
     coord = session.coord
-    sizes = {rec.id: du_size(rec) for rec in coord.get_many(Kind.DU, list(input_dus)) if rec is not None}
+    input_dus = sorted({du for inputs in cu_inputs for du in inputs})
+    sizes = {rec.id: du_size(rec) for rec in coord.get_many(Kind.DU, input_dus) if rec is not None}
     names = pilot_names(session, pilot_ids)
     out = Traffic()
-    for cu in cus:
-        desc = cu.get_description()
-        for ref in desc.get("input_data") or ():
-            du = str(next(iter(ref))) if isinstance(ref, Mapping) else str(ref)
-            out.naive += sizes.get(du, 0)
+    out.naive = sum(sizes.get(du, 0) for inputs in cu_inputs for du in inputs)
     cursor: str | None = None
+    staging_seen = False
     while True:
         events = coord.events_after(cursor, limit=1000)
         if not events:
@@ -99,18 +107,23 @@ def traffic(session: Session, cus: Sequence[Any], input_dus: Sequence[str], outp
             out.events += 1
             du = str(ev.detail.get("du") or ev.id)
             nbytes = int(ev.detail.get("bytes") or 0)
+            linked = bool(ev.detail.get("linked")) or ev.detail.get("method") in _LINK_METHODS
+            if linked:
+                out.linked += nbytes
             if du == output_du:
-                out.outputs += nbytes
+                out.outputs += 0 if linked else nbytes
             elif ev.pilot:
-                out.staged += nbytes
+                staging_seen = True
                 who = names.get(ev.pilot, ev.pilot)
-                out.staged_by_pilot[who] = out.staged_by_pilot.get(who, 0) + nbytes
-            else:
+                moved = 0 if linked else nbytes
+                out.staged += moved
+                out.staged_by_pilot[who] = out.staged_by_pilot.get(who, 0) + moved
+            elif not linked:
                 out.uploaded += nbytes
     for rec in coord.get_many(Kind.PILOT, list(pilot_ids)):
         if rec is not None:
             out.cached[names.get(rec.id, rec.id)] = [str(d) for d in rec.data.get("cached_dus") or []]
-    if not out.staged_by_pilot and any(out.cached.values()):
+    if not staging_seen and any(out.cached.values()):
         out.staged_from = "pilots' cached DataUnits (upper bound: no staging events)"
         for who, dus in out.cached.items():
             nbytes = sum(sizes.get(d, 0) for d in dus)
@@ -141,7 +154,8 @@ def summary_lines(o: Outcome) -> list[str]:
     t = o.traffic
     if t is not None:
         row("bytes moved", f"{format_size(t.moved)} = uploads {format_size(t.uploaded)} + staged into pilot "
-                           f"caches {format_size(t.staged)} + outputs {format_size(t.outputs)}")
+                           f"caches {format_size(t.staged)} + outputs {format_size(t.outputs)}"
+                           + (f"; {format_size(t.linked)} linked, not copied" if t.linked else ""))
         row("bytes saved", f"{format_size(t.saved)} ({_pct(t.saved, t.naive)}): per-CU staging would move "
                            f"{format_size(t.naive)} of inputs, the pilot caches and placement moved "
                            f"{format_size(t.staged)} (from {t.staged_from})")
@@ -188,7 +202,7 @@ def summary_json(o: Outcome) -> str:
         "db_du_bytes": o.db_bytes,
         "db_reused": o.workload.reused,
         "bytes": {"moved": t.moved, "uploaded": t.uploaded, "staged": t.staged, "outputs": t.outputs,
-                  "naive": t.naive, "saved": t.saved, "staged_from": t.staged_from,
+                  "linked": t.linked, "naive": t.naive, "saved": t.saved, "staged_from": t.staged_from,
                   "staged_by_pilot": t.staged_by_pilot},
         "cached_dus": t.cached,
         "planted": {"found": len(o.planted.found) if o.planted else 0,

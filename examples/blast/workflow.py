@@ -207,8 +207,8 @@ def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotCompu
             out.cu_failures.append(f"{cu.id} ({d['description'].get('name')}) {d['state']} on {where}: "
                                    f"{d['reason']}")
     t2 = time.monotonic()
-    out.traffic = report.traffic(cds.session, cus, [code_du.id, db_du.id, *(d.id for d in chunk_dus)],
-                                 out_du.id, [p.id for p in pilots])
+    cu_inputs = [[str(i) for i in desc["input_data"]] for desc in descriptions]
+    out.traffic = report.traffic(cds.session, cu_inputs, out_du.id, [p.id for p in pilots])
     export_dir = run_dir / "results" / "chunks"
     shutil.rmtree(export_dir, ignore_errors=True)
     files = [Path(p) for p in out_du.export(str(export_dir))] if out_du.get_details()["files"] else []

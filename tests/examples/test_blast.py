@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 
 import transfer
-from examples.blast import data, kmer, merge
+from examples.blast import data, kmer, merge, report
 from examples.blast.hits import Hit, read_fasta, read_hits
+from pilotdata.coordination import Coordination
+from pilotdata.session import Session
+from pilotdata.states import Kind
 from tests.servers import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,6 +199,53 @@ def test_hits_rows_round_trip() -> None:
     assert Hit.from_row(hit.to_row()) == hit and hit.strand == "minus"
     with pytest.raises(ValueError, match="12 tab-separated columns"):
         Hit.from_row("q1\ts2\t97.5")
+
+
+# ------------------------------------------------------------------ accounting
+def _du(coord: Coordination, du_id: str, sizes: dict[str, int]) -> None:
+    files = {f"file:{name}": {"size": size, "sha256": "0" * 64} for name, size in sizes.items()}
+    coord.create(Kind.DU, du_id, {"name": du_id, **files})
+
+
+def test_traffic_counts_staging_once_per_pilot_and_links_as_free(tmp_path: Path) -> None:
+    """Real SQLite coordination: DataUnit and pilot records, transfer events as the services write them."""
+    session = Session(f"sqlite:///{tmp_path / 'coord.sqlite'}", namespace="acct")
+    coord = session.coord
+    _du(coord, "du-db", {"blastdb/db.fasta": 1_000_000, "blastdb/db.nsq": 250_000})
+    _du(coord, "du-c0", {"chunk-0000.fasta": 1_000})
+    _du(coord, "du-c1", {"chunk-0001.fasta": 1_000})
+    _du(coord, "du-out", {})
+    coord.create(Kind.PILOT, "pilot-a", {"labels": {"datacenter": "site-a", "machine": "node-1"},
+                                         "cached_dus": ["du-c0", "du-db"]})
+    coord.create(Kind.PILOT, "pilot-b", {"labels": {"datacenter": "site-b", "machine": "node-2"},
+                                         "cached_dus": ["du-c1", "du-db"]})
+    for du, nbytes in (("du-db", 1_250_000), ("du-c0", 1_000), ("du-c1", 1_000)):
+        coord.record_event("transfer", du, {"du": du, "bytes": nbytes, "source": "local"})
+    coord.record_event("transfer", "du-db", {"du": "du-db", "bytes": 1_250_000, "method": "link"}, pilot="pilot-a")
+    coord.record_event("transfer", "du-c0", {"du": "du-c0", "bytes": 1_000}, pilot="pilot-a")
+    coord.record_event("transfer", "du-db", {"du": "du-db", "bytes": 1_250_000}, pilot="pilot-b")
+    coord.record_event("transfer", "du-c1", {"du": "du-c1", "bytes": 1_000}, pilot="pilot-b")
+    for _ in range(4):
+        coord.record_event("transfer", "du-out", {"du": "du-out", "bytes": 300}, pilot="pilot-a")
+    cu_inputs = [["du-db", "du-c0"], ["du-db", "du-c0"], ["du-db", "du-c1"], ["du-db", "du-c1"]]
+    t = report.traffic(session, cu_inputs, "du-out", ["pilot-a", "pilot-b"])
+    session.close()
+    assert t.naive == 4 * 1_250_000 + 4 * 1_000
+    assert t.uploaded == 1_252_000 and t.outputs == 1_200 and t.linked == 1_250_000
+    assert t.staged == 1_252_000 and t.staged_from == "transfer events"
+    assert t.staged_by_pilot == {"site-a/node-1": 1_000, "site-b/node-2": 1_251_000}
+    assert t.saved == t.naive - t.staged == 3_752_000
+    assert t.cached == {"site-a/node-1": ["du-c0", "du-db"], "site-b/node-2": ["du-c1", "du-db"]}
+
+
+def test_traffic_falls_back_to_cached_dus_without_staging_events(tmp_path: Path) -> None:
+    session = Session(f"sqlite:///{tmp_path / 'coord.sqlite'}", namespace="acct2")
+    coord = session.coord
+    _du(coord, "du-db", {"db.fasta": 5_000})
+    coord.create(Kind.PILOT, "pilot-a", {"labels": {"datacenter": "site-a"}, "cached_dus": ["du-db"]})
+    t = report.traffic(session, [["du-db"]] * 3, "du-out", ["pilot-a"])
+    session.close()
+    assert t.staged == 5_000 and t.saved == 10_000 and "upper bound" in t.staged_from
 
 
 # ------------------------------------------------------------------ the whole example
