@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,7 +250,7 @@ def test_traffic_falls_back_to_cached_dus_without_staging_events(tmp_path: Path)
 
 
 # ------------------------------------------------------------------ the whole example
-def _run_example(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+def _run_example(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # PDATA_HOME: this test's (autouse fixture)
     workdir = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(BLAST_DIR / "run.py"), "--db-size", "5MB", "--chunks", "4",
