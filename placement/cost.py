@@ -6,13 +6,15 @@ and :mod:`placement.replication` agree to the last bit:
 * wait: ``expected_start_s`` (pilots still in a batch queue) plus, when the CU cannot start on a free
   slot, ``deficit / total_slots * mean_task_seconds`` where ``deficit = queued_slots + slots - free``;
 * transfer: per input DU, 0 if the pilot caches it, else ``size / bandwidth(best replica -> pilot)``,
-  the best replica being the nearest one (ties: site, then PD id);
+  the best replica being the nearest one (ties: site, then PD id); a DU already being fetched into
+  the pilot's cache costs only what is left of that fetch after the CU's own wait,
+  ``max(0, ready_in - wait)``, so the CU starts at ``max(wait, ready_in)``;
 * penalty: ``soft_affinity_s`` per level of soft-affinity mismatch; a required mismatch excludes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from placement.bandwidth import UNKNOWN_DISTANCE, BandwidthModel, tree_distance
@@ -23,9 +25,11 @@ from placement.model import Candidate, DataRef, Demand, Site, Weights, format_si
 class Source:
     """Where one input DU would come from for one pilot, and what that costs.
 
-    ``cached`` inputs cost nothing (the pilot's cache holds them). Otherwise ``site``/``pd_id`` name
-    the replica to pull (both ``None`` when the DU has no complete replica yet), ``distance`` its
-    tree distance to the pilot and ``bandwidth_bps`` the rate the model expects.
+    ``cached`` inputs cost nothing (the pilot's cache holds them). ``in_flight`` inputs are already
+    being fetched into that cache: they move no more bytes and cost ``seconds`` = what remains of the
+    fetch after the CU's wait. Otherwise ``site``/``pd_id`` name the replica to pull (both ``None``
+    when the DU has no complete replica yet), ``distance`` its tree distance to the pilot and
+    ``bandwidth_bps`` the rate the model expects.
     """
 
     du_id: str
@@ -36,11 +40,12 @@ class Source:
     distance: int
     bandwidth_bps: float
     seconds: float
+    in_flight: bool = False
 
     @property
     def bytes_to_move(self) -> int:
-        """Bytes this input adds to the move (0 when cached)."""
-        return 0 if self.cached else self.size_bytes
+        """Bytes this input adds to the move (0 when cached or already in flight)."""
+        return 0 if self.cached or self.in_flight else self.size_bytes
 
 
 def nearest_replica(ref: DataRef, site: Site) -> tuple[int, Site | None, str | None]:
@@ -59,10 +64,26 @@ def nearest_replica(ref: DataRef, site: Site) -> tuple[int, Site | None, str | N
     return best[0], best[1], best[2] or None
 
 
-def source_for(ref: DataRef, site: Site, cached: frozenset[str], model: BandwidthModel) -> Source:
-    """The cheapest way for a pilot at ``site`` with cache ``cached`` to get input ``ref``."""
+def source_for(
+    ref: DataRef,
+    site: Site,
+    cached: frozenset[str],
+    model: BandwidthModel,
+    *,
+    ready_in: float | None = None,
+    wait_s: float = 0.0,
+) -> Source:
+    """The cheapest way for a pilot at ``site`` with cache ``cached`` to get input ``ref``.
+
+    ``ready_in`` is set when the DU is already being fetched there (seconds until it arrives); the
+    CU, starting after ``wait_s``, then only waits for the rest.
+    """
     if ref.du_id in cached:
         return Source(ref.du_id, ref.size_bytes, True, site, None, 0, 0.0, 0.0)
+    if ready_in is not None:
+        left = ready_in - wait_s
+        seconds = left if left > 0 else 0.0
+        return Source(ref.du_id, ref.size_bytes, False, site, None, 0, 0.0, seconds, in_flight=True)
     distance, replica, pd_id = nearest_replica(ref, site)
     bps = model.bandwidth(distance)
     seconds = ref.size_bytes / bps if ref.size_bytes else 0.0
@@ -129,11 +150,17 @@ def penalty_seconds(demand: Demand, site: Site, weights: Weights) -> float:
     return affinity_mismatch(demand.affinity, site) * weights.soft_affinity_s
 
 
-def combine(wait_s: float, input_seconds: Iterable[float], penalty_s: float, weights: Weights) -> float:
+def estimate(wait_s: float, sources: Sequence[Source], penalty_s: float, weights: Weights) -> float:
     """The estimate from its terms, in the one evaluation order every module uses (bit-identical).
 
-    ``weights.wait * wait_s + (sum of weights.transfer * seconds per input, in input order + penalty_s)``.
+    ``weights.wait * wait_s + (sum of weights.transfer * seconds over fetched inputs + penalty_s)``,
+    then ``+ weights.transfer * seconds`` for each in-flight input, in input order.
     """
     w_transfer = weights.transfer
-    return weights.wait * wait_s + (sum(w_transfer * seconds for seconds in input_seconds) + penalty_s)
+    fetched = sum(w_transfer * s.seconds for s in sources if not s.in_flight)
+    est = weights.wait * wait_s + (fetched + penalty_s)
+    for source in sources:
+        if source.in_flight:
+            est += w_transfer * source.seconds
+    return est
 

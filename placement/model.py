@@ -13,6 +13,7 @@ and is costed as the farthest distance.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -103,6 +104,10 @@ class Candidate:
     pilot but not yet started (it consumes free slots first). A pilot still waiting in a batch queue
     (``state="queued"``) starts after ``expected_start_s`` with all ``total_slots`` free (its
     ``free_slots`` is ignored). ``mean_task_seconds`` estimates one task's runtime, for queue waits.
+
+    ``fetching`` lists input DUs already on their way into the pilot's cache, as
+    ``(du_id, seconds until ready)`` pairs, stored sorted by DU id: a CU needing one moves no more
+    bytes, but cannot start before it has arrived.
     """
 
     pilot_id: str
@@ -114,6 +119,7 @@ class Candidate:
     state: PilotState = "running"
     expected_start_s: float = 0.0
     mean_task_seconds: float = 60.0
+    fetching: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         pid = self.pilot_id
@@ -141,6 +147,16 @@ class Candidate:
             )
         if not isinstance(self.cached_dus, frozenset):
             object.__setattr__(self, "cached_dus", frozenset(self.cached_dus))
+        pairs = self.fetching.items() if isinstance(self.fetching, Mapping) else self.fetching
+        fetching = tuple(sorted((str(du_id), float(ready)) for du_id, ready in pairs))
+        for index, (du_id, ready) in enumerate(fetching):
+            if not (math.isfinite(ready) and ready >= 0):
+                raise ValueError(
+                    f"Candidate.fetching of {pid!r}: {du_id!r} ready in {ready}, must be finite and >= 0"
+                )
+            if index and fetching[index - 1][0] == du_id:
+                raise ValueError(f"Candidate.fetching of {pid!r} lists {du_id!r} twice")
+        object.__setattr__(self, "fetching", fetching)
 
     @property
     def available_slots(self) -> int:

@@ -18,7 +18,7 @@ from placement.bandwidth import BandwidthModel
 from placement.cost import (
     Source,
     affinity_mismatch,
-    combine,
+    estimate,
     exclusion_reason,
     penalty_seconds,
     source_for,
@@ -48,8 +48,8 @@ class Score:
 
     @property
     def fetches(self) -> int:
-        """How many inputs are not in the pilot's cache (to fetch, even if empty)."""
-        return sum(1 for source in self.sources if not source.cached)
+        """How many inputs must still be fetched (not cached, not already in flight), even if empty."""
+        return sum(1 for source in self.sources if not (source.cached or source.in_flight))
 
     @property
     def key(self) -> tuple[float, int, int, str]:
@@ -74,6 +74,11 @@ class Score:
 def _source_line(source: Source) -> str:
     if source.cached:
         return f"{source.du_id}: {fmt_bytes(source.size_bytes)} cached on the pilot"
+    if source.in_flight:
+        return (
+            f"{source.du_id}: {fmt_bytes(source.size_bytes)} already being fetched to the pilot, "
+            f"{fmt_seconds(source.seconds)} left after the wait"
+        )
     if source.site is None:
         where = "no complete replica yet (costed as the farthest distance)"
     else:
@@ -148,9 +153,11 @@ def _transfer_reason(sources: Sequence[Source], transfer_s: float, nbytes: int) 
     if not sources:
         return "transfer 0 s: no input data"
     cached = sum(1 for source in sources if source.cached)
+    flying = sum(1 for source in sources if source.in_flight)
+    extra = f", {flying} in flight" if flying else ""
     return (
         f"transfer {fmt_seconds(transfer_s)}: {fmt_bytes(nbytes)} to move "
-        f"({cached} of {len(sources)} inputs cached)"
+        f"({cached} of {len(sources)} inputs cached{extra})"
     )
 
 
@@ -173,7 +180,13 @@ def score(
 ) -> Score:
     """The estimate of running ``demand`` on ``candidate`` (which must not be excluded)."""
     wait_s = wait_seconds(candidate, demand.slots)
-    sources = tuple(source_for(ref, candidate.site, candidate.cached_dus, model) for ref in demand.inputs)
+    fetching = dict(candidate.fetching)
+    sources = tuple(
+        source_for(
+            ref, candidate.site, candidate.cached_dus, model, ready_in=fetching.get(ref.du_id), wait_s=wait_s
+        )
+        for ref in demand.inputs
+    )
     transfer_s = sum(source.seconds for source in sources)
     nbytes = sum(source.bytes_to_move for source in sources)
     penalty_s = penalty_seconds(demand, candidate.site, weights)
@@ -186,7 +199,7 @@ def score(
         pilot_id=candidate.pilot_id,
         site=candidate.site,
         state=candidate.state,
-        est_s=combine(wait_s, (source.seconds for source in sources), penalty_s, weights),
+        est_s=estimate(wait_s, sources, penalty_s, weights),
         wait_s=wait_s,
         transfer_s=transfer_s,
         bytes_to_move=nbytes,

@@ -57,6 +57,7 @@ def candidates(draw: st.DrawFn, pilot_id: str) -> Candidate:
         state=state,
         expected_start_s=draw(st.floats(0, 3600)) if state == "queued" else 0.0,
         mean_task_seconds=draw(st.floats(0.5, 600)),
+        fetching=tuple(draw(st.dictionaries(st.sampled_from(DU_IDS), st.floats(0, 3600), max_size=2)).items()),
     )
 
 

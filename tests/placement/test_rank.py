@@ -61,7 +61,10 @@ def test_a_pilot_holding_all_inputs_never_loses_to_an_identical_one_holding_none
     wanted = frozenset(ref.du_id for ref in demand.inputs)
     for holder_id, other_id in (("a-holder", "b-other"), ("b-holder", "a-other")):
         holder = dataclasses.replace(template, pilot_id=holder_id, cached_dus=template.cached_dus | wanted)
-        other = dataclasses.replace(template, pilot_id=other_id, cached_dus=template.cached_dus - wanted)
+        other = dataclasses.replace(
+            template, pilot_id=other_id, cached_dus=template.cached_dus - wanted,
+            fetching=tuple((du, ready) for du, ready in template.fetching if du not in wanted),
+        )
         ranking = rank(demand, [other, holder], MODEL)
         order = [s.pilot_id for s in ranking]
         if holder_id in order and demand.inputs:
@@ -123,6 +126,18 @@ def test_soft_affinity_costs_a_penalty_per_level_and_required_excludes() -> None
     assert [s.pilot_id for s in required] == ["same-dc", "same-machine"]
     assert [e.pilot_id for e in required.excluded] == ["other-dc"]
     assert "required affinity dc1 not satisfied by site dc2/m1" in required.excluded[0].reason
+
+
+def test_an_input_already_being_fetched_costs_only_the_rest_of_the_fetch() -> None:
+    arriving = Candidate("p", ("dc2", "m1"), 4, 4, fetching=(("du-db", 40.0),))
+    (entry,) = rank(Demand("cu", inputs=(DB,)), [arriving], MODEL)
+    assert (entry.est_s, entry.bytes_to_move, entry.fetches) == (40.0, 0, 0)
+    assert "du-db: 10.0 GB already being fetched to the pilot, 40.00 s left after the wait" in entry.explain()
+    busy = dataclasses.replace(arriving, free_slots=0, queued_slots=3, mean_task_seconds=100.0)
+    (later,) = rank(Demand("cu", inputs=(DB,)), [busy], MODEL)  # starts after 100 s: the DB is there
+    assert (later.wait_s, later.transfer_s, later.est_s) == (100.0, 0.0, 100.0)
+    with pytest.raises(ValueError, match="fetching"):
+        Candidate("p", ("dc1",), 1, 1, fetching=(("d", 1.0), ("d", 2.0)))
 
 
 def test_best_replica_is_the_nearest_and_is_reported() -> None:
