@@ -1,0 +1,162 @@
+"""What ``pdata`` prints: JSON or aligned tables on stdout, progress bars and messages on stderr.
+
+Every listing/show command builds one JSON-able value and hands it to :func:`emit` with a function
+that prints it for humans; ``--json`` prints the value instead. Progress bars (:func:`byte_progress`,
+:func:`count_progress`) go to stderr, so ``--json`` output and ``$(pdata put ...)`` stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from pilotdata.cli.options import CliContext
+
+
+def emit(cli: CliContext, data: Any, human: Callable[[], None]) -> None:
+    """Print ``data`` as JSON with ``--json``, else call ``human()``."""
+    if cli.json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        human()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "(none)") -> None:
+    """Print ``rows`` under ``headers`` in aligned columns (``empty`` when there are no rows)."""
+    if not rows:
+        click.echo(empty)
+        return
+    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    """Print ``name: value`` lines with the values aligned."""
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        click.echo(f"{key + ':':<{width + 1}} {'-' if value in (None, '') else value}")
+
+
+def human_size(nbytes: int | None) -> str:
+    """``1.5 MB`` style (decimal units, as the sizes users type)."""
+    if nbytes is None:
+        return "-"
+    size = float(nbytes)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{nbytes} B"  # pragma: no cover
+
+
+def human_time(epoch: float | None) -> str:
+    """Local ``YYYY-mm-dd HH:MM:SS`` of an epoch time."""
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def human_age(epoch: float | None, now: float | None = None) -> str:
+    """How long ago: ``12s``, ``5m``, ``3h``, ``2d``."""
+    if epoch is None:
+        return "-"
+    secs = max(0.0, (now or time.time()) - epoch)
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= length:
+            return f"{int(secs // length)}{unit}"
+    return f"{int(secs)}s"
+
+
+def labels_text(labels: dict[str, Any] | None) -> str:
+    """``k=v,k=v`` (sorted) or ``-``."""
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or "-"
+
+
+def redact(text: str) -> str:
+    """``text`` with any ``user:password@`` in a URL reduced to ``user:***@``."""
+    from pilotdata.history import redact_url
+
+    return redact_url(text)
+
+
+def warn(message: str) -> None:
+    """A one-line note on stderr."""
+    click.echo(f"pdata: {message}", err=True)
+
+
+class _ByteBar:
+    """Adapts the transfer engine's ``progress(done_bytes, total_bytes)`` calls to a click progress bar.
+
+    A call whose ``done`` goes backwards or whose ``total`` changes starts a new segment (an upload of
+    several sources reports each source from zero); the bar then grows to hold it.
+    """
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled
+        self._bar: Any = None
+        self._base = 0
+        self._seg: tuple[int, int] = (0, -1)
+        self._shown = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            seg_done, seg_total = self._seg
+            if total != seg_total or done < seg_done:
+                self._base += max(seg_done, 0)
+            self._seg = (done, total)
+            if self._bar is None:
+                self._bar = click.progressbar(length=max(total, 1), label=self.label, show_percent=True,
+                                              file=click.get_text_stream("stderr"))
+                self._bar.__enter__()
+            self._bar.length = max(self._bar.length, self._base + total, 1)
+            position = self._base + done
+            if position > self._shown:
+                self._bar.update(position - self._shown)
+                self._shown = position
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+@contextmanager
+def byte_progress(cli: CliContext, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a bar on stderr (a no-op when bars are off)."""
+    bar = _ByteBar(label, cli.show_progress())
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@contextmanager
+def count_progress(cli: CliContext, label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """An ``update(finished_count)`` callback drawing a bar of ``total`` items on stderr (or nothing)."""
+    if not cli.show_progress() or total <= 0:
+        yield lambda _n: None
+        return
+    with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"), show_pos=True,
+                           show_eta=False) as bar:
+        state = {"done": 0}
+
+        def update(done: int) -> None:
+            if done > state["done"]:
+                bar.update(done - state["done"])
+                state["done"] = done
+
+        yield update
