@@ -50,6 +50,8 @@ class AgentConfig:
     """Seconds between SIGTERM and SIGKILL when a CU's process group is stopped."""
     stop_timeout: float = 30.0
     """Longest the agent waits at shutdown for CU workers to hand their work back."""
+    input_wait: float = 300.0
+    """Longest input staging waits for a DataUnit that is still being uploaded (New/Pending)."""
     log_level: str = "INFO"
 
 
@@ -124,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claim-timeout", type=_positive_float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--kill-grace", type=_positive_float, default=2.0, help="seconds from SIGTERM to SIGKILL")
     p.add_argument("--stop-timeout", type=_positive_float, default=30.0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--input-wait",
+        type=_positive_float,
+        default=300.0,
+        help="seconds to wait for an input DataUnit that is still being uploaded",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -151,6 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentConfig:
         claim_timeout=ns.claim_timeout,
         kill_grace=ns.kill_grace,
         stop_timeout=ns.stop_timeout,
+        input_wait=ns.input_wait,
         log_level=ns.log_level,
     )
 

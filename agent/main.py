@@ -43,6 +43,7 @@ from agent.task import Task
 from agent.worker import CUWorker, Stager
 from pilotdata.coordination import Coordination, TransitionRequest, connect
 from pilotdata.errors import CoordinationError, DescriptionError, NotFoundError, PilotDataError
+from pilotdata.session import Session
 from pilotdata.states import ComputeUnitState as S
 from pilotdata.states import Kind, PilotState, is_final
 
@@ -77,11 +78,14 @@ class Agent:
         self._workers_lock = threading.Lock()
         self._held: deque[Task] = deque()
         self._stop = threading.Event()
+        self._workers_interrupted = threading.Event()
+        """Set once every worker got its stop interrupt: ends waits inside staging."""
         self._stop_reason = ""
         self._final_state = PilotState.DONE
         self._deadline: float | None = None
         self._heartbeat: Heartbeat | None = None
         self._next_watch = 0.0
+        self._session: Session | None = None
 
     # ------------------------------------------------------------ stop requests
     def request_stop(self, reason: str, final: PilotState = PilotState.DONE) -> None:
@@ -137,7 +141,12 @@ class Agent:
             where = str(self.workdir)
             raise RegistrationError(f"cannot create workdir {where!r}: {exc.strerror or exc}") from exc
         if not self._stager_given:
-            self.stager = DataStager(self.coord, self.pilot, self.workdir / ".cache")
+            session = Session(cfg.url, namespace=self.coord.namespace)
+            self._session = session
+            self.stager = DataStager(
+                self.coord, self.pilot, self.workdir / ".cache", session,
+                input_wait=cfg.input_wait, stop=self._workers_interrupted,
+            )
         self.coord.update_data(
             Kind.PILOT,
             self.pilot,
@@ -221,6 +230,9 @@ class Agent:
 
     def _accept(self, ids: Sequence[str]) -> None:
         """Turn freshly claimed ids into workers, held tasks or immediate failures."""
+        if self._stop.is_set():  # a stop arrived during the claim: give them back untouched
+            self.coord.unclaim(self.pilot, list(ids))
+            return
         records = self.coord.get_many(Kind.CU, list(ids))
         for cu_id, record in zip(ids, records, strict=True):
             if record is None:
@@ -302,6 +314,8 @@ class Agent:
                 self._heartbeat.stop()
             self.reaper.close()
             self._finish(reason)
+            if self._session is not None:
+                self._session.close()
 
     def _hand_back(self, reason: str) -> None:
         """Return held work, stop running CUs (they requeue themselves), sweep the claimed list."""
@@ -312,6 +326,7 @@ class Agent:
             log.info("returned %d unstarted CU(s) to the shared queue", len(ids))
         for worker in self._active():
             worker.interrupt(f"stop:{reason}")
+        self._workers_interrupted.set()
         deadline = time.monotonic() + self.config.stop_timeout
         for worker in self._active():
             worker.join(max(0.0, deadline - time.monotonic()))

@@ -160,6 +160,12 @@ class CUWorker(threading.Thread):
 
     def _run(self) -> None:
         task, coord = self.task, self.host.coord
+        kind = self.interrupt_kind
+        if kind.startswith("stop:"):  # the agent stopped before this CU began: return it unchanged
+            coord.unclaim(self.host.pilot, [task.id])
+            return
+        if kind:
+            raise _Lost(kind)
         self._move(S.STAGING_INPUT, {"host": socket.gethostname()})
         try:
             sandbox = make_sandbox(self.host.workdir, task)
@@ -169,6 +175,8 @@ class CUWorker(threading.Thread):
             self._fail(failure)
             return
         except StagingError as exc:
+            if self._interrupted_before_start():  # a stop/cancel cut staging short: not the CU's fault
+                return
             self._fail(CUFailed(f"input staging failed: {exc}"))
             return
         if self._interrupted_before_start():

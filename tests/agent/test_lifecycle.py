@@ -181,3 +181,44 @@ def test_coordination_password_never_reaches_the_log_or_the_cu(
         for kind, ids in ((Kind.PILOT, ["p1"]), (Kind.CU, ["env", "fail"])):
             for record in coord.get_many(kind, ids):
                 assert PASSWORD not in repr(record)
+
+
+def _uploading_du(backend: Backend, du: str) -> None:
+    """A DataUnit whose first upload never finishes (Pending, no replica)."""
+    backend.coord.create(Kind.DU, du, {"name": du, "description": {}})
+    backend.coord.transition(Kind.DU, du, "Pending")
+
+
+def test_input_wait_is_bounded_and_then_fails_the_cu(backend: Backend, tmp_path: Path) -> None:
+    coord = backend.coord
+    pilot = _pilot(backend)
+    _uploading_du(backend, "du-slow")
+    submit(coord, "needs-du", {"executable": "/bin/true", "input_data": ["du-slow"]})
+    agent = AgentProcess(
+        backend.url, backend.namespace, pilot, tmp_path / "work", "--input-wait", "1"
+    )
+    try:
+        wait_state(coord, "needs-du", "Failed", timeout=20)
+        assert agent.terminate(30) == 0, agent.log
+    finally:
+        agent.stop()
+    reason = coord.get(Kind.CU, "needs-du").data["reason"]
+    assert reason == "input staging failed: input DataUnit du-slow is Pending: no complete replica after 1 s"
+
+
+def test_walltime_during_an_input_wait_requeues_instead_of_failing(backend: Backend, tmp_path: Path) -> None:
+    coord = backend.coord
+    pilot = _pilot(backend)
+    _uploading_du(backend, "du-slow")
+    submit(coord, "needs-du", {"executable": "/bin/true", "input_data": ["du-slow"]})
+    agent = AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--walltime", "0.05")
+    try:
+        wait_state(coord, "needs-du", "StagingInput")
+        assert agent.wait(30) == 0, agent.log
+    finally:
+        agent.stop()
+    record = coord.get(Kind.CU, "needs-du")
+    assert (record.state, record.attempt) == ("Pending", 1)
+    assert "walltime reached" in record.detail["reason"]
+    assert coord.queued() == ["needs-du"]
+    assert coord.get(Kind.PILOT, pilot).state == "Done"
