@@ -181,21 +181,27 @@ def pilot_stop(cli: CliContext, pilots: tuple[str, ...], stop_all: bool) -> None
 
 
 # ------------------------------------------------------------------------------ ComputeUnits
+INPUT_STATES = ("Pending", "Running", "Done")
+"""States of a DataUnit a CU may read: usable, or still uploading (the agent waits for it)."""
+OUTPUT_STATES = ("Running",)
+"""States of a DataUnit a CU may write into (open; Done is closed for good)."""
+
+
 def _input_ref(session: Session, text: str) -> str | dict[str, list[str]]:
     ref, _, files = text.partition(":")
-    du_id = _usable_du(session, ref, "--input")
+    du_id = _usable_du(session, ref, "--input", INPUT_STATES)
     names = [f for f in files.split(",") if f] if files else []
     return {du_id: names} if names else du_id
 
 
-def _usable_du(session: Session, ref: str, option: str) -> str:
+def _usable_du(session: Session, ref: str, option: str, states: tuple[str, ...]) -> str:
     try:
         du_id = resolve(session, Kind.DU, ref)
     except NotFoundError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
     state = session.coord.get(Kind.DU, du_id).state
-    if state not in ("Running", "Done"):
-        raise click.BadParameter(f"DataUnit {du_id} is {state}; it must be usable (Running)", param_hint=option)
+    if state not in states:
+        raise click.BadParameter(f"DataUnit {du_id} is {state}; expected {' or '.join(states)}", param_hint=option)
     return du_id
 
 
@@ -205,7 +211,7 @@ def _output_refs(session: Session, values: tuple[str, ...]) -> list[dict[str, li
         ref, sep, pattern = text.partition(":")
         if not sep or not ref or not pattern:
             raise click.BadParameter(f"{text!r} is not DU:GLOB", param_hint="--output")
-        globs.setdefault(_usable_du(session, ref, "--output"), []).append(pattern)
+        globs.setdefault(_usable_du(session, ref, "--output", OUTPUT_STATES), []).append(pattern)
     return [{du: patterns} for du, patterns in globs.items()]
 
 

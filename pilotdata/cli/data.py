@@ -132,30 +132,37 @@ def _choose_store(cli: CliContext, store: str | None) -> str:
 
 
 @click.command("put")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @click.option("--name", help="DataUnit name  [default: the first path's name]")
 @click.option("--store", help="Store to upload into  [default: the only store]")
+@click.option("--empty", is_flag=True, help="Create an empty DataUnit that CUs fill (submit --output DU:GLOB).")
 @labels_option
 @json_option
 @pass_cli
-def put(cli: CliContext, paths: tuple[str, ...], name: str | None, store: str | None,
+def put(cli: CliContext, paths: tuple[str, ...], name: str | None, store: str | None, empty: bool,
         labels: tuple[tuple[str, str], ...]) -> None:
     """Create a DataUnit from local files/directories (or URLs) and upload it; print its id.
 
-    A directory keeps its own name as a prefix of its files' paths.
+    A directory keeps its own name as a prefix of its files' paths. With --empty (and no PATHS) the
+    DataUnit starts empty, ready to receive the outputs of ComputeUnits.
     """
     from pilotdata.dataunits import DataUnits, du_entries, resolve_sources
     from pilotdata.descriptions import DataUnitDescription
 
+    if bool(paths) == empty:
+        raise click.UsageError("give PATHS to upload, or --empty (without PATHS) for an output DataUnit")
     session = cli.session()
     pd_id = _choose_store(cli, store)
-    desc = DataUnitDescription(name=name or Path(paths[0].rstrip("/")).name or paths[0],
-                               file_urls=paths, labels=to_dict(labels, "--label"))
+    default_name = (Path(paths[0].rstrip("/")).name or paths[0]) if paths else None
+    desc = DataUnitDescription(name=name or default_name, file_urls=paths, labels=to_dict(labels, "--label"))
     resolve_sources(desc.file_urls)  # missing paths fail here: nothing recorded yet
     ops = DataUnits(session)
     du_id = ops.register(desc)
-    with byte_progress(cli, f"put {du_id}") as progress:
-        ops.upload(du_id, pd_id, progress=progress)
+    if empty:
+        ops.open_empty(du_id, pd_id)
+    else:
+        with byte_progress(cli, f"put {du_id}") as progress:
+            ops.upload(du_id, pd_id, progress=progress)
     rec = ops.record(du_id)
     files = du_entries(rec)
     emit(cli, {"id": du_id, "name": rec.data.get("name"), "state": rec.state, "store": pd_id,

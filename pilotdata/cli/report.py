@@ -173,7 +173,9 @@ def site_label(url: str | None, pd_by_url: Mapping[str, tuple[str, Mapping[str, 
         parts = urlsplit(url)
     except ValueError:
         return url[:40]
-    return parts.hostname or parts.scheme or url[:40]
+    if parts.hostname:
+        return parts.hostname
+    return "localhost" if parts.scheme in ("", "file") else parts.scheme
 
 
 def bytes_per_site(transfers: Iterable[TransferRecord],

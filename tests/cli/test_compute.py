@@ -117,7 +117,8 @@ def test_submit_bad_input_records_nothing(pdata: Pdata, tmp_path: Path) -> None:
     before = snapshot()
     cases = {
         ("submit", "--input", "du-nope", "/bin/true"): "DataUnit 'du-nope' does not exist",
-        ("submit", "--input", fresh, "/bin/true"): f"DataUnit {fresh} is New",
+        ("submit", "--input", fresh, "/bin/true"): f"DataUnit {fresh} is New; expected Pending or Running or Done",
+        ("submit", "--output", f"{fresh}:*.txt", "/bin/true"): f"DataUnit {fresh} is New; expected Running",
         ("submit", "--output", "nocolon", "/bin/true"): "'nocolon' is not DU:GLOB",
         ("submit", "--output", "du-nope:*.txt", "/bin/true"): "DataUnit 'du-nope' does not exist",
         ("submit", "--env", "NOVALUE", "/bin/true"): "'NOVALUE' is not KEY=VALUE",

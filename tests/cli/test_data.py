@@ -38,9 +38,10 @@ def _empty_du(name: str, store: str) -> str:
         session.close()
 
 
-def test_ls_show_rm_of_a_registered_data_unit(pdata: Pdata, tmp_path: Path) -> None:
+def test_ls_show_rm_of_an_empty_data_unit(pdata: Pdata, tmp_path: Path) -> None:
     pdata("store", "add", "s1", str(tmp_path / "s1"))
-    du = _empty_du("results", "s1")
+    du = pdata("put", "--empty", "--name", "results").stdout.strip()  # the only store is the default
+    assert du.startswith("du-") and (tmp_path / "s1" / du).is_dir()
     assert pdata.json("ls") == [{"id": du, "name": "results", "state": "Running", "files": 0, "size": 0,
                                  "replicas": {"s1": "complete"}}]
     table = pdata("ls").stdout.splitlines()
@@ -86,7 +87,8 @@ def test_put_bad_input_records_nothing(pdata: Pdata, tmp_path: Path) -> None:
     assert "missing.fa" in line and "does not exist" in line
     assert "store 's3' does not exist" in pdata.error("put", str(query), "--store", "s3")
     assert "'datacenter' is not KEY=VALUE" in pdata.error("put", str(query), "--store", "s1", "--label", "datacenter")
-    assert "Missing argument 'PATHS...'" in pdata.error("put", "--store", "s1")
+    assert "give PATHS to upload, or --empty" in pdata.error("put", "--store", "s1")
+    assert "give PATHS to upload, or --empty" in pdata.error("put", str(query), "--empty", "--store", "s1")
     assert snapshot() == before
     assert list((tmp_path / "s1").iterdir()) == []
 
