@@ -38,6 +38,10 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
+_NO_ARGS_IS_HELP: tuple[type[click.ClickException], ...] = tuple(
+    cls for cls in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if cls is not None)  # click >= 8.2
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -61,6 +65,9 @@ class PdataGroup(click.Group):
         except click.exceptions.Abort:
             click.echo("Error: aborted", err=True)
             code = EXIT_FAILURE
+        except _NO_ARGS_IS_HELP as exc:  # ``pdata`` / ``pdata pilot`` alone: the help, as click shows it
+            click.echo(exc.format_message(), err=True)
+            code = exc.exit_code
         except click.ClickException as exc:
             code = self._report(exc, state, self._usage_message(exc))
         except PilotDataError as exc:

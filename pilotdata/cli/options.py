@@ -38,7 +38,7 @@ EXIT_USAGE = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_SETTINGS = (("url", "PDATA_URL"), ("namespace", "PDATA_NAMESPACE"), ("history_url", "PDATA_HISTORY_URL"))
+_SETTINGS = ("url", "namespace", "history_url")
 
 
 @dataclass
@@ -90,7 +90,7 @@ class CliContext:
         defaults = {"url": config.default_coordination_url, "namespace": config.default_namespace,
                     "history_url": config.default_history_url}
         out: dict[str, tuple[str, str]] = {}
-        for name, _ in _SETTINGS:
+        for name in _SETTINGS:
             value = getattr(self, name)
             out[name] = (value, self.sources.get(name, "flag")) if value else (defaults[name](), "default")
         return out
@@ -177,7 +177,7 @@ def configure(ctx: click.Context, url: str | None, namespace: str | None, histor
     explicit = config_file is not None
     cli.config_file = config_file if config_file is not None else config_path()
     values = {"url": url, "namespace": namespace, "history_url": history_url}
-    for name, _ in _SETTINGS:
+    for name in _SETTINGS:
         if values[name]:
             cli.sources[name] = _source_name(ctx.get_parameter_source(name))
     if explicit and not cli.config_file.exists():

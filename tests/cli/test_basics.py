@@ -105,6 +105,8 @@ def test_exit_code_mapping() -> None:
 
 
 def test_usage_errors_are_one_line_with_exit_2(pdata: Pdata) -> None:
+    assert pdata(code=2).stderr.startswith("Usage: pdata [OPTIONS] COMMAND [ARGS]...\n")  # bare: the help
+    assert pdata("pilot", code=2).stderr.startswith("Usage: pdata pilot [OPTIONS] COMMAND [ARGS]...\n")
     assert "No such command 'nope'" in pdata.error("nope")
     line = pdata.error("store", "add", "s1", "/tmp/x", "--size", "ten")
     assert "--size" in line and "'ten'" in line and "pdata store add --help" in line
@@ -135,3 +137,19 @@ def _completions(env: dict[str, str]) -> list[str]:
     out = run_pdata([], env=env)
     assert out.returncode == 0, out.stderr
     return [line.split(",", 1)[1] for line in out.stdout.splitlines()]
+
+
+def test_byte_progress_spans_several_sources() -> None:
+    """An upload of two sources reports each from zero: the bar grows and never goes backwards."""
+    from pilotdata.cli.output import _ByteBar
+
+    bar = _ByteBar("put", enabled=True)
+    try:
+        for done, total in [(0, 100), (60, 100), (100, 100), (0, 40), (25, 40), (40, 40)]:
+            bar(done, total)
+        assert bar._shown == 140 and bar._bar.length == 140
+    finally:
+        bar.close()
+    off = _ByteBar("put", enabled=False)
+    off(10, 10)
+    assert off._bar is None

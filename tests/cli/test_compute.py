@@ -67,6 +67,8 @@ def test_submit_wait_status_logs_explain(pdata: Pdata, pilot: str) -> None:
     assert result.stderr.strip() == (f"Error: 1 of 4 ComputeUnit(s) did not finish Done; first: {bad['id']} Failed "
                                      "(exit code 3)")
     assert pdata("wait", *ids).stdout == "3 Done\n"
+    forced = pdata("--progress", "wait", *ids)  # a bar on stderr (without a terminal: its label once)
+    assert forced.stdout == "3 Done\n" and forced.stderr.startswith("waiting")
 
     status = pdata.json("status")
     assert status["compute_units"] == {"total": {"Done": 3, "Failed": 1}, "by_pilot": {pilot: {"Done": 3, "Failed": 1}}}
