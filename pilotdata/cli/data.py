@@ -250,13 +250,7 @@ def get(cli: CliContext, du: str, dest: str, files: tuple[str, ...], store: str 
 @pass_cli
 def replicate(cli: CliContext, du: str, to: str) -> None:
     """Copy a DataUnit onto another store (store to store, verified)."""
-    from pilotdata.dataunits import DataUnits
-
-    session = cli.session()
-    du_id, pd_id = resolve(session, Kind.DU, du), resolve(session, Kind.PD, to)
-    with byte_progress(cli, f"replicate {du_id} -> {pd_id}") as progress:
-        DataUnits(session).replicate(du_id, pd_id, progress=progress)
-    click.echo(f"{du_id} replicated to {pd_id}", err=True)
+    _copy_to(cli, du, to, move=False)
 
 
 @click.command("mv")
@@ -265,13 +259,19 @@ def replicate(cli: CliContext, du: str, to: str) -> None:
 @pass_cli
 def mv(cli: CliContext, du: str, to: str) -> None:
     """Move a DataUnit to another store (replicate, then delete the other replicas)."""
+    _copy_to(cli, du, to, move=True)
+
+
+def _copy_to(cli: CliContext, du: str, to: str, *, move: bool) -> None:
     from pilotdata.dataunits import DataUnits
 
     session = cli.session()
     du_id, pd_id = resolve(session, Kind.DU, du), resolve(session, Kind.PD, to)
-    with byte_progress(cli, f"move {du_id} -> {pd_id}") as progress:
-        DataUnits(session).move(du_id, pd_id, progress=progress)
-    click.echo(f"{du_id} moved to {pd_id}", err=True)
+    ops = DataUnits(session)
+    verb, action = ("move", ops.move) if move else ("replicate", ops.replicate)
+    with byte_progress(cli, f"{verb} {du_id} -> {pd_id}") as progress:
+        action(du_id, pd_id, progress=progress)
+    click.echo(f"{du_id} {'moved' if move else 'replicated'} to {pd_id}", err=True)
 
 
 @click.command("rm")

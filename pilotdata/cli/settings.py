@@ -35,7 +35,7 @@ from typing import Any
 
 from pilotdata.errors import DescriptionError, did_you_mean
 
-KEYS = ("url", "namespace", "history_url")
+CONFIG_KEYS = ("url", "namespace", "history_url")
 """The keys a configuration file may set."""
 
 _LINE = re.compile(r"""\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|'[^']*')\s*(?:#.*)?""")
@@ -112,9 +112,9 @@ def load_config(path: Path) -> dict[str, str]:
             raise ConfigError(f"config file {str(path)!r}: {exc}", field="config") from exc
     out: dict[str, str] = {}
     for key, value in data.items():
-        if key not in KEYS:
-            raise ConfigError(f"config file {str(path)!r}: unknown key {key!r}{did_you_mean(key, KEYS)}; "
-                              f"known keys: {', '.join(KEYS)}", field=key)
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"config file {str(path)!r}: unknown key {key!r}{did_you_mean(key, CONFIG_KEYS)}; "
+                              f"known keys: {', '.join(CONFIG_KEYS)}", field=key)
         if not isinstance(value, str) or not value:
             raise ConfigError(f"config file {str(path)!r}: {key} must be a non-empty string", field=key)
         out[key] = value
