@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+import threading
+import weakref
 from typing import Any
 from urllib.parse import SplitResult
 
@@ -57,15 +59,21 @@ class _RejectUnknownHost(paramiko.MissingHostKeyPolicy):
 
 
 class VerifiedSFTPFileSystem(SFTPFileSystem):  # type: ignore[misc]
-    """fsspec SFTPFileSystem whose connection verifies the host key against ``known_hosts``."""
+    """fsspec SFTPFileSystem whose connection verifies the host key against ``known_hosts``.
+
+    Also safe to share between threads: paramiko's SFTPClient deadlocks when two threads issue
+    requests on one channel, so ``ftp`` is one SFTP channel per thread over the shared SSH
+    connection (and a connection of the thread's own if the server's ``MaxSessions`` is reached).
+    """
 
     def __init__(self, host: str, known_hosts: str | None = None, **ssh_kwargs: Any) -> None:
         if "host_key_policy" in ssh_kwargs:
             raise ValueError("host_key_policy is not configurable: host keys are always verified")
         self.known_hosts = os.path.expanduser(known_hosts or DEFAULT_KNOWN_HOSTS)
+        self._per_thread = threading.local()
         super().__init__(host, **ssh_kwargs)
 
-    def _connect(self) -> None:
+    def _new_client(self) -> paramiko.SSHClient:
         port = int(self.ssh_kwargs.get("port") or 22)
         client = paramiko.SSHClient()
         if os.path.exists(self.known_hosts):
@@ -73,11 +81,45 @@ class VerifiedSFTPFileSystem(SFTPFileSystem):  # type: ignore[misc]
         client.set_missing_host_key_policy(_RejectUnknownHost(self.host, port, self.known_hosts))
         try:
             client.connect(self.host, **self.ssh_kwargs)
-            self.ftp = client.open_sftp()
         except BaseException:
             client.close()
             raise
-        self.client = client
+        return client
+
+    def _connect(self) -> None:
+        self.client = self._new_client()
+        self._per_thread = threading.local()
+        self._per_thread.ftp = self.client.open_sftp()
+
+    @property
+    def ftp(self) -> paramiko.SFTPClient:
+        """This thread's SFTP channel (opened on first use in the thread)."""
+        ftp: paramiko.SFTPClient | None = getattr(self._per_thread, "ftp", None)
+        if ftp is None or ftp.sock.closed:
+            try:
+                ftp = self.client.open_sftp()
+            except paramiko.SSHException:  # MaxSessions reached: this thread gets its own connection
+                client = self._new_client()
+                weakref.finalize(threading.current_thread(), client.close)
+                ftp = client.open_sftp()
+            self._per_thread.ftp = ftp
+        return ftp
+
+    def makedirs(self, path: str, exist_ok: bool = False, mode: int = 511) -> None:
+        """As fsspec's, but a directory created meanwhile by another thread or process is fine."""
+        path = self._strip_protocol(path)
+        if not exist_ok and self.exists(path):
+            raise FileExistsError(f"File exists: {path}")
+        current = ""
+        for part in (p for p in path.split("/") if p):
+            current = f"{current}/{part}" if current or path.startswith("/") else part
+            if self.isdir(current):
+                continue
+            try:
+                self.ftp.mkdir(current, mode)
+            except OSError:
+                if not self.isdir(current):
+                    raise
 
     def reconnect_if_closed(self) -> None:
         """Open a new connection when the cached one was closed (server restart, network drop)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +160,21 @@ def test_password_from_environment_is_used_not_stored(
     assert "passphrase" not in json.dumps(store.record())
     write(store, "ok", b"unencrypted key still works")  # the passphrase is offered, not required
     assert read(store, "ok") == b"unencrypted key still works"
+
+
+@pytest.mark.timeout(120)
+def test_one_store_shared_by_many_threads(sshd_server: servers.SshServer, tmp_path: Path) -> None:
+    """paramiko deadlocks on concurrent requests over one SFTP channel; the store's fs must not.
+
+    More threads than sshd's default MaxSessions (10), so some threads need their own connection.
+    """
+    store = open_store(f"ssh://127.0.0.1{tmp_path}/pd", storage_options=sshd_server.storage_options())
+    payloads = {f"d{i % 3}/f{i}": os.urandom(100_000 + i) for i in range(36)}
+
+    def roundtrip(name: str) -> bool:
+        write(store, name, payloads[name])
+        return read(store, name) == payloads[name]
+
+    with ThreadPoolExecutor(max_workers=14) as pool:
+        assert all(pool.map(roundtrip, payloads))
+    assert store.files() == {name: len(data) for name, data in payloads.items()}
