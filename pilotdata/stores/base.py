@@ -194,8 +194,6 @@ class Store:
                 "not supported for this scheme"
             )
 
-
-
     def _make_fs(self) -> Any:
         """Build the fsspec filesystem (may connect and authenticate)."""
         raise NotImplementedError
