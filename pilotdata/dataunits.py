@@ -198,6 +198,7 @@ class DataUnits:
         self._transition(du_id, DataUnitState.PENDING)
         key = f"{REPLICA_PREFIX}{pd_id}"
         self.coord.update_data(Kind.DU, du_id, {key: {"status": "pending", "time": time.time()}})
+        started = time.monotonic()
         try:
             dst = self.store(pd_id)
             sources = resolve_sources(urls, storage_options)
@@ -207,7 +208,8 @@ class DataUnits:
             for src in sources:
                 report = self._copy(src.fs, src.root, dst, du_id, src.names, progress=progress)
                 entries.extend(report.entries)
-            self._record_transfer(du_id, "local" if not urls else urls[0], dst, report_bytes(entries), 0.0)
+            self._record_transfer(du_id, urls[0] if urls else "local", dst, report_bytes(entries),
+                                  time.monotonic() - started)
         except Exception as exc:
             self._fail_replica(du_id, pd_id, exc)
             raise _converted(exc, f"DataUnit {du_id} upload to {pd_id}") from exc
@@ -247,7 +249,8 @@ class DataUnits:
         try:
             src, dst = self.store(src_pd), self.store(pd_id)
             dst.check_quota(sum(e.size for e in entries))
-            self._copy(src.fs, src.path(du_id), dst, du_id, _to_transfer_entries(entries), progress=progress)
+            self._copy(src.fs, src.path(du_id), dst, du_id, _to_transfer_entries(entries), progress=progress,
+                       link=True)
         except Exception as exc:
             self.coord.update_data(Kind.DU, du_id, {key: {"status": "failed", "time": time.time(),
                                                           "reason": str(exc)}})
@@ -338,16 +341,18 @@ class DataUnits:
         self.coord.update_data(Kind.DU, du_id, _entries_patch(report.entries))
         self._record_transfer(du_id, "sandbox", dst, report_bytes(report.entries), time.monotonic() - started,
                               pilot=pilot)
-        return [DUFile(e.path, e.size, e.sha256) for e in report.entries]
+        return [DUFile(e.path, int(e.size or 0), str(e.sha256 or "")) for e in report.entries]
 
     # --------------------------------------------------------------- internals
     def _copy(self, src_fs: Any, src_root: str, dst: Store, du_id: str, items: Sequence[Any], *,
-              progress: Progress | None = None) -> transfer.TransferReport:
+              progress: Progress | None = None, link: bool = False) -> transfer.TransferReport:
+        """Copy into ``<dst>/<du_id>/``. ``link`` only between replicas: a user's file is never linked
+        (editing it later would change an immutable DataUnit)."""
         for item in items:
             dst.path(f"{du_id}/{item if isinstance(item, str) else item.path}")  # reject unsafe names first
         dst.makedirs(du_id)
         return transfer.copy_files(src_fs, src_root, dst.fs, dst.path(du_id), items, workers=self.workers,
-                                   progress=progress)
+                                   progress=progress, link=link, read_only=link)
 
     def _transition(self, du_id: str, to: DataUnitState, reason: str | None = None) -> None:
         try:
