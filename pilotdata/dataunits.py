@@ -132,7 +132,7 @@ def resolve_sources(file_urls: Sequence[str], storage_options: Mapping[str, Any]
             full = f"{root.rstrip('/')}/{leaf}"
             try:
                 is_dir = fs.isdir(full)
-                names = ([f"{leaf}/{rel}" for rel in sorted(store.files(leaf))] if is_dir
+                names = (sorted(store.files(leaf)) if is_dir
                          else [leaf] if fs.exists(full) else [])
             except Exception as exc:
                 raise StoreError(f"file_urls: cannot read {store.url}/{leaf}: {exc}") from exc
