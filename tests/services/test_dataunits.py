@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from pilotdata import ComputeDataService, DataUnit, PilotComputeService, PilotDataService, State
+from pilotdata import ComputeDataService, PilotComputeService, PilotDataService, State
 from pilotdata.dataunits import DataUnits
 from pilotdata.errors import DescriptionError, NotFoundError, StoreError
 from pilotdata.session import Session
@@ -101,7 +101,7 @@ def test_move_remove_and_refusals(sqlite_session: Session, inputs: Path, tmp_pat
     assert du.list_pilot_data() == [b.id]
     assert not (tmp_path / "a" / du.id).exists()
     assert (tmp_path / "b" / du.id / "query.fa").read_text() == ">q1\nACGTACGT\n"
-    with pytest.raises(NotFoundError, match="nope.txt"):
+    with pytest.raises(NotFoundError, match=r"nope\.txt"):
         du.export(str(tmp_path / "x"), files=["nope.txt"])
     du.cancel()
     assert du.get_state() == State.Canceled
@@ -134,7 +134,7 @@ def test_quota_failure_fails_the_du_and_wait_returns(sqlite_session: Session, in
 def test_bad_input_records_nothing(sqlite_session: Session, tmp_path: Path) -> None:
     cds, pds = _cds(sqlite_session)
     pds.create_pilot({"service_url": str(tmp_path / "pd")})
-    with pytest.raises(DescriptionError, match="missing.fa"):
+    with pytest.raises(DescriptionError, match=r"missing\.fa"):
         cds.submit_data_unit({"file_urls": [str(tmp_path / "missing.fa")]})
     with pytest.raises(DescriptionError, match="file_url"):
         cds.submit_data_unit({"file_url": ["x"]})
