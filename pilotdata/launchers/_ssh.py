@@ -8,8 +8,6 @@ usual ``~/.ssh/id_*``); passwords in URLs are refused. Every paramiko / socket f
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import posixpath
 import shlex
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit
 from pilotdata.errors import LaunchError
 from pilotdata.launchers._runner import COMMAND_TIMEOUT, CommandRunner, RunResult
 from pilotdata.launchers.base import redact_url
+from pilotdata.ssh import fingerprint, verifying_client
 
 if TYPE_CHECKING:
     import paramiko
@@ -82,12 +81,10 @@ class SshRunner(CommandRunner):
             )
         if self.key_filename and not os.path.isfile(self.key_filename):
             raise LaunchError(f"{self.where}: key_filename {self.key_filename} does not exist")
-        client = paramiko.SSHClient()
         try:
-            client.load_host_keys(self.known_hosts)
+            client = verifying_client(self.host, self.port, self.known_hosts, LaunchError, self.where)
         except (OSError, paramiko.SSHException) as exc:
             raise LaunchError(f"{self.where}: cannot read known_hosts file {self.known_hosts}: {exc}") from exc
-        client.set_missing_host_key_policy(_reject_unknown_host(self))
         try:
             client.connect(
                 self.host,
@@ -236,28 +233,6 @@ class SshRunner(CommandRunner):
 def ssh_runner_from_options(url: str, options: Mapping[str, Any]) -> SshRunner:
     """An :class:`SshRunner` for ``url`` from the launcher options in :data:`SSH_OPTIONS`."""
     return SshRunner(url, **{k: v for k, v in options.items() if k in SSH_OPTIONS and v is not None})
-
-
-def fingerprint(key: Any) -> str:
-    """OpenSSH-style ``SHA256:...`` fingerprint of a paramiko key."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def _reject_unknown_host(runner: SshRunner) -> Any:
-    """paramiko's RejectPolicy, raising a LaunchError that shows the key and how to trust it."""
-    import paramiko
-
-    class RejectUnknownHost(paramiko.MissingHostKeyPolicy):
-        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-            raise LaunchError(
-                f"{runner.where}: the host key of {hostname} ({key.get_name()} {fingerprint(key)}) is not in "
-                f"known_hosts file {runner.known_hosts}; refusing to connect to an unverified host. Check that "
-                "fingerprint with the host's administrator, then add the key: "
-                f"ssh-keyscan -p {runner.port} {runner.host} >> {runner.known_hosts}"
-            )
-
-    return RejectUnknownHost()
 
 
 def _local_user() -> str:

@@ -25,37 +25,17 @@ import paramiko
 from fsspec.implementations.sftp import SFTPFileSystem
 
 from pilotdata.errors import StoreAuthError, StoreError, StoreUnreachableError
+from pilotdata.ssh import DEFAULT_KNOWN_HOSTS, verifying_client
 from pilotdata.stores.base import InvalidStoreURLError, Store, redact_url
 
 __all__ = ["DEFAULT_KNOWN_HOSTS", "SFTPStore", "UnknownHostKeyError", "VerifiedSFTPFileSystem"]
 
-DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 #: Connection defaults (seconds) unless the caller passes their own.
 _DEFAULT_TIMEOUTS = {"timeout": 15.0, "banner_timeout": 15.0, "auth_timeout": 15.0}
 
 
 class UnknownHostKeyError(StoreAuthError):
     """The server's host key is not in the known_hosts file (nothing was sent to the server)."""
-
-
-def _host_label(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-class _RejectUnknownHost(paramiko.MissingHostKeyPolicy):
-    """paramiko's RejectPolicy, raising an error that says how to trust the key."""
-
-    def __init__(self, host: str, port: int, known_hosts: str) -> None:
-        self.host, self.port, self.known_hosts = host, port, known_hosts
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        missing = "" if os.path.exists(self.known_hosts) else " (that file does not exist)"
-        fingerprint = getattr(key, "fingerprint", key.get_base64())
-        raise UnknownHostKeyError(
-            f"host key of {hostname} ({key.get_name()} {fingerprint}) is not in known_hosts file "
-            f"{self.known_hosts}{missing}; check that fingerprint with the host's administrator, then add "
-            f"the key: ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}"
-        )
 
 
 class VerifiedSFTPFileSystem(SFTPFileSystem):  # type: ignore[misc]
@@ -75,10 +55,7 @@ class VerifiedSFTPFileSystem(SFTPFileSystem):  # type: ignore[misc]
 
     def _new_client(self) -> paramiko.SSHClient:
         port = int(self.ssh_kwargs.get("port") or 22)
-        client = paramiko.SSHClient()
-        if os.path.exists(self.known_hosts):
-            client.load_system_host_keys(self.known_hosts)
-        client.set_missing_host_key_policy(_RejectUnknownHost(self.host, port, self.known_hosts))
+        client = verifying_client(self.host, port, self.known_hosts, UnknownHostKeyError)
         try:
             client.connect(self.host, **self.ssh_kwargs)
         except BaseException:
@@ -191,7 +168,7 @@ class SFTPStore(Store):
         user = self._options.get("username") or "the current user"
         if isinstance(exc, paramiko.BadHostKeyException):
             return StoreAuthError, (
-                f"the host key of {_host_label(self.host, self.port)} does not match the one in "
+                f"the host key of {self.host}:{self.port} does not match the one in "
                 f"{self.known_hosts} (possible man-in-the-middle; if the host was re-keyed, replace its line)"
             )
         if isinstance(exc, paramiko.AuthenticationException):
