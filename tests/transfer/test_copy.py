@@ -1,0 +1,326 @@
+"""copy_files behaviour: safety checks, checksum verification, retries, progress, fast paths."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from fsspec.implementations.local import LocalFileSystem
+
+from tests.transfer.conftest import KINDS, Site, dataset, manifest, populate
+from transfer import (
+    ChecksumMismatchError,
+    FileEntry,
+    TransferError,
+    UnsafePathError,
+    copy_files,
+    verify_files,
+)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FlakyFS(LocalFileSystem):  # type: ignore[misc]
+    """A real local filesystem whose first ``failures`` opens of each file raise ``error``."""
+
+    cachable = False
+
+    def __init__(self, failures: int, error: type[Exception] = ConnectionError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.failures = failures
+        self.error = error
+        self.opens: dict[str, int] = {}
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if "r" in mode:
+            n = self.opens[path] = self.opens.get(path, 0) + 1
+            if n <= self.failures:
+                raise self.error(f"simulated failure {n} opening {path}")
+        return super()._open(path, mode, **kwargs)
+
+
+# ------------------------------------------------------------------ unsafe names
+@pytest.mark.parametrize("bad", ["../escape.txt", "/etc/passwd", "", "a/../../b", "a\x00b", "dir/..", "a\\b"])
+@pytest.mark.parametrize("dst_kind", KINDS)
+def test_unsafe_names_are_rejected_before_anything_is_written(
+    dst_kind: str, bad: str, site_factory: Callable[..., Site]
+) -> None:
+    src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
+    populate(src, {"good.txt": b"fine"})
+    with pytest.raises(UnsafePathError) as info:
+        copy_files(src.fs, src.root, dst.fs, dst.root, ["good.txt", bad])
+    assert repr(bad)[1:-1] in str(info.value) or bad == ""
+    assert dst.listing() == []
+
+
+def test_duplicate_and_file_directory_clashes_are_rejected(site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    populate(src, {"a": b"1", "b/c": b"2"})
+    with pytest.raises(UnsafePathError, match="twice"):
+        copy_files(src.fs, src.root, dst.fs, dst.root, ["a", "./a"])
+    with pytest.raises(UnsafePathError, match="file and as a directory"):
+        copy_files(src.fs, src.root, dst.fs, dst.root, ["b", "b/c"])
+    assert dst.listing() == []
+
+
+def test_a_symlink_in_the_destination_cannot_lead_writes_outside(site_factory: Callable[..., Site],
+                                                                 tmp_path: Path) -> None:
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    populate(src, {"sub/x.txt": b"data"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert dst.local_dir is not None
+    (dst.local_dir / "sub").symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="outside"):
+        copy_files(src.fs, src.root, dst.fs, dst.root, ["sub/x.txt"], link=False)
+    assert list(outside.iterdir()) == []
+
+
+# ------------------------------------------------------------------ checksums
+@pytest.mark.parametrize("dst_kind", KINDS)
+def test_corrupted_source_raises_checksum_mismatch_and_publishes_nothing(
+    dst_kind: str, site_factory: Callable[..., Site], moto_server: Any
+) -> None:
+    src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
+    good = {"small.bin": os.urandom(1000), "large.bin": os.urandom(9 * 2**20)}
+    entries = manifest(good)
+    populate(src, {"small.bin": good["small.bin"], "large.bin": b"X" + good["large.bin"][1:]})  # one byte flipped
+    with pytest.raises(ChecksumMismatchError) as info:
+        copy_files(src.fs, src.root, dst.fs, dst.root, entries, chunk_size=2**20, link=False)
+    err = info.value
+    assert err.path == "large.bin" and "large.bin" in str(err) and err.expected == entries[1].sha256
+    assert not dst.exists("large.bin")
+    assert all(".part-" not in n for n in dst.listing())
+    if dst_kind == "s3":  # the multipart upload was aborted, not left behind
+        client = boto3.client("s3", endpoint_url=moto_server.endpoint_url, aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+        assert client.list_multipart_uploads(Bucket=dst.root.split("/")[0]).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("dst_kind", KINDS)
+def test_a_source_longer_than_its_manifest_is_not_truncated_to_fit(
+    dst_kind: str, site_factory: Callable[..., Site]
+) -> None:
+    src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
+    data = os.urandom(5000)
+    populate(src, {"f.bin": data + b"extra"})
+    with pytest.raises(ChecksumMismatchError, match="size"):
+        copy_files(src.fs, src.root, dst.fs, dst.root, [FileEntry("f.bin", len(data), _sha(data))], link=False)
+    assert not dst.exists("f.bin")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_full_verification_reads_every_copy_back(kind: str, site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory(kind, "src"), site_factory(kind, "dst")
+    files = dataset(3, 8, big=3 * 2**20)
+    populate(src, files)
+    report = copy_files(src.fs, src.root, dst.fs, dst.root, manifest(files), verify="full", chunk_size=2**20)
+    assert report.files == len(files)
+    assert verify_files(dst.fs, dst.root, manifest(files)) == []
+
+
+def test_verify_files_reports_missing_resized_and_corrupted_files(site_factory: Callable[..., Site]) -> None:
+    site = site_factory("file")
+    files = {"ok": b"fine", "gone": b"x", "short": b"abcdef", "flipped": b"abcdef"}
+    entries = manifest(files)
+    populate(site, {"ok": b"fine", "short": b"abc", "flipped": b"abcdeF"})
+    problems = {m.path: m for m in verify_files(site.fs, site.root, entries)}
+    assert sorted(problems) == ["flipped", "gone", "short"]
+    assert problems["gone"].problem == "missing" and str(problems["gone"]) == "gone: missing"
+    assert problems["short"].problem == "size" and (problems["short"].expected, problems["short"].actual) == (6, 3)
+    assert problems["flipped"].problem == "sha256" and problems["flipped"].actual == _sha(b"abcdeF")
+
+
+# ------------------------------------------------------------------ retries and errors
+def test_transient_errors_are_retried_until_the_copy_succeeds(site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    files = dataset(11, 12)
+    populate(src, files)
+    flaky = FlakyFS(failures=2)
+    deltas: list[int] = []
+    report = copy_files(flaky, src.root, dst.fs, dst.root, manifest(files), backoff=0.001, workers=4,
+                        progress=lambda b, n: deltas.append(b))
+    assert report.files == len(files) and report.retries == 2 * len(files)
+    assert all(n == 3 for n in flaky.opens.values()) and len(flaky.opens) == len(files)
+    assert sum(deltas) == report.bytes == sum(len(d) for d in files.values())
+    assert verify_files(dst.fs, dst.root, manifest(files)) == []
+
+
+def test_retries_run_out_with_an_error_naming_the_file_and_url(site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    populate(src, {"a/f.txt": b"hello"})
+    flaky = FlakyFS(failures=100)
+    with pytest.raises(TransferError) as info:
+        copy_files(flaky, src.root, dst.fs, dst.root, ["a/f.txt"], retries=2, backoff=0.001)
+    err = info.value
+    assert err.path == "a/f.txt" and err.attempts == 3
+    assert "'a/f.txt'" in str(err) and f"{src.root}/a/f.txt" in str(err) and "after 3 attempts" in str(err)
+    assert isinstance(err.__cause__, ConnectionError)
+    assert dst.listing() == []
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError, PermissionError])
+def test_permanent_errors_are_not_retried(error: type[Exception], site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    populate(src, {"f.txt": b"hello"})
+    flaky = FlakyFS(failures=100, error=error)
+    with pytest.raises(TransferError) as info:
+        copy_files(flaky, src.root, dst.fs, dst.root, ["f.txt"], retries=4, backoff=0.001)
+    assert info.value.attempts == 1 and flaky.opens[f"{src.root}/f.txt"] == 1
+    assert isinstance(info.value.__cause__, error)
+
+
+@pytest.mark.parametrize("src_kind", KINDS)
+def test_a_missing_source_file_fails_with_its_url(src_kind: str, site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory(src_kind, "src"), site_factory("file", "dst")
+    populate(src, {"here.txt": b"x"})
+    with pytest.raises(TransferError) as info:
+        copy_files(src.fs, src.root, dst.fs, dst.root, ["here.txt", "not-there.txt"], link=False)
+    assert info.value.path == "not-there.txt" and "not-there.txt" in str(info.value)
+    assert src_kind in (info.value.url or "").split(":")[0] or src_kind == "file"
+    assert "testing" not in str(info.value)  # no S3 secret in the message
+
+
+# ------------------------------------------------------------------ progress
+def test_progress_deltas_sum_to_the_bytes_and_count_every_file(site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    files = dataset(4, 30, big=5 * 2**20 + 3)
+    populate(src, files)
+    calls: list[tuple[int, int]] = []
+    report = copy_files(src.fs, src.root, dst.fs, dst.root, list(files), chunk_size=2**20, link=False,
+                        progress=lambda b, n: calls.append((b, n)))
+    assert sum(b for b, _ in calls) == report.bytes == sum(len(d) for d in files.values())
+    assert calls[-1][1] == len(files) and [n for _, n in calls] == sorted(n for _, n in calls)
+    assert max(b for b, _ in calls) <= 2**20  # big files report chunk by chunk
+    assert report.fast_path is None and report.methods == {"stream": len(files)}
+    assert {e.path: e.sha256 for e in report.entries} == {e.path: e.sha256 for e in manifest(files)}
+
+
+# ------------------------------------------------------------------ fast paths
+def test_local_copies_are_hard_links_to_the_same_inode_and_read_only(site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    files = dataset(5, 6)
+    populate(src, files)
+    report = copy_files(src.fs, src.root, dst.fs, dst.root, manifest(files), read_only=True)
+    assert report.fast_path == "hardlink" and report.methods == {"hardlink": len(files)}
+    assert src.local_dir is not None and dst.local_dir is not None
+    for name in files:
+        s, d = (src.local_dir / name).stat(), (dst.local_dir / name).stat()
+        assert (s.st_ino, s.st_dev) == (d.st_ino, d.st_dev)
+        assert stat.S_IMODE(d.st_mode) & 0o222 == 0
+    assert report.bytes == sum(len(d) for d in files.values())
+
+
+def test_link_false_copies_bytes_into_a_new_inode(site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    populate(src, {"f": b"bytes"})
+    report = copy_files(src.fs, src.root, dst.fs, dst.root, ["f"], link=False)
+    assert report.fast_path is None
+    assert src.local_dir is not None and dst.local_dir is not None
+    assert (src.local_dir / "f").stat().st_ino != (dst.local_dir / "f").stat().st_ino
+    assert stat.S_IMODE((dst.local_dir / "f").stat().st_mode) & 0o200  # writable unless read_only
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs a second local filesystem (/dev/shm)")
+def test_across_filesystems_a_symlink_replaces_the_refused_hard_link(
+    site_factory: Callable[..., Site], tmp_path: Path
+) -> None:
+    import tempfile
+
+    src = site_factory("file", "src")
+    populate(src, {"d/f.bin": b"payload"})
+    assert src.local_dir is not None
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other:
+        if os.stat(other).st_dev == os.stat(src.local_dir).st_dev:
+            pytest.skip("/dev/shm is on the same filesystem here")
+        report = copy_files(src.fs, src.root, LocalFileSystem(), other, ["d/f.bin"])
+        assert report.fast_path == "symlink"
+        link = Path(other) / "d" / "f.bin"
+        assert link.is_symlink() and os.readlink(link) == str((src.local_dir / "d/f.bin").resolve())
+        # hard links only: the refused link becomes a real copy
+        report = copy_files(src.fs, src.root, LocalFileSystem(), other, ["d/f.bin"], link="hard")
+        assert report.fast_path is None and not link.is_symlink() and link.read_bytes() == b"payload"
+
+
+def test_same_s3_endpoint_copies_server_side(site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("s3", "src"), site_factory("s3", "dst")
+    files = dataset(6, 5, big=6 * 2**20)
+    populate(src, files)
+    report = copy_files(src.fs, src.root, dst.fs, dst.root, manifest(files))
+    assert report.fast_path == "server-copy" and report.files == len(files)
+    assert verify_files(dst.fs, dst.root, manifest(files)) == []
+    # the ETag is no sha256: without a manifest checksum the copy is read back and hashed
+    report = copy_files(src.fs, src.root, dst.fs, f"{dst.root}-2", list(files))
+    assert {e.path: e.sha256 for e in report.entries} == {e.path: e.sha256 for e in manifest(files)}
+
+
+def test_server_side_copy_with_full_verification_catches_a_corrupted_source(
+    site_factory: Callable[..., Site]
+) -> None:
+    src, dst = site_factory("s3", "src"), site_factory("s3", "dst")
+    populate(src, {"f.bin": b"corrupted"})
+    entry = FileEntry("f.bin", 9, _sha(b"originals"))
+    with pytest.raises(ChecksumMismatchError):
+        copy_files(src.fs, src.root, dst.fs, dst.root, [entry], verify="full")
+    assert not dst.exists("f.bin")
+
+
+def test_sftp_to_sftp_on_one_connection_shares_its_channels(site_factory: Callable[..., Site],
+                                                             tmp_path: Path) -> None:
+    src = site_factory("sftp", "src")
+    files = dataset(8, 30, big=2 * 2**20)
+    populate(src, files)
+    other = tmp_path / "other"
+    other.mkdir()
+    # one connection for both sides: 8 workers would need 16 channels, sshd allows 10 sessions
+    report = copy_files(src.fs, src.root, src.fs, str(other), manifest(files), workers=8)
+    assert report.files == len(files)
+    assert verify_files(LocalFileSystem(), str(other), manifest(files)) == []
+
+
+# ------------------------------------------------------------------ large files
+@pytest.mark.slow
+def test_a_file_over_one_gigabyte_is_copied_whole(tmp_path: Path) -> None:
+    size = 1_100 * 2**20 + 12_345
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge.bin", "wb") as f:  # sparse, with data at both ends and past the 1 GiB mark
+        f.write(b"head")
+        f.seek(2**30 + 7)
+        f.write(os.urandom(4096))
+        f.truncate(size)
+        f.seek(size - 4)
+        f.write(b"tail")
+    try:
+        report = copy_files(LocalFileSystem(), str(src), LocalFileSystem(), str(tmp_path / "dst"), ["huge.bin"],
+                            link=False)
+        out = tmp_path / "dst" / "huge.bin"
+        assert report.bytes == size == out.stat().st_size
+        assert verify_files(LocalFileSystem(), str(tmp_path / "dst"), report.entries) == []
+        with open(out, "rb") as f:
+            f.seek(size - 4)
+            assert f.read() == b"tail"
+    finally:
+        for p in (tmp_path / "dst" / "huge.bin", src / "huge.bin"):
+            p.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("dst_kind", ["sftp", "s3"])
+def test_a_large_file_reaches_a_remote_store_whole(dst_kind: str, site_factory: Callable[..., Site]) -> None:
+    src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
+    data = os.urandom(48 * 2**20 + 17)
+    populate(src, {"large.bin": data})
+    entry = FileEntry("large.bin", len(data), _sha(data))
+    report = copy_files(src.fs, src.root, dst.fs, dst.root, [entry])
+    assert report.bytes == len(data)
+    dst.fs.invalidate_cache()
+    assert dst.fs.info(f"{dst.root}/large.bin")["size"] == len(data)
+    assert verify_files(dst.fs, dst.root, [entry]) == []

@@ -1,0 +1,396 @@
+"""The copy engine: many files in parallel, streamed, hashed on the way, published atomically.
+
+:func:`copy_files` copies a list of DU-relative files from one fsspec filesystem root to another:
+
+1. Every name is checked first (:mod:`transfer.paths`); an unsafe one raises
+   :class:`~transfer.errors.UnsafePathError` before anything is written.
+2. Each file takes the cheapest route (:mod:`transfer.fastpath`): a hard link (or symlink) on one
+   local machine, a server-side copy inside one S3 endpoint, otherwise a stream.
+3. A stream reads ``chunk_size`` chunks from ``src.open`` and, for each chunk, hashes it (sha256)
+   while the previous chunk is being written: one pass over the source, the read, the hash and the
+   write overlapping. Bytes go to a part file beside the final name (``.<name>.part-<token>``) or,
+   on an object store, to an upload that is not visible yet (:mod:`transfer.objectstore`).
+4. When the source is exhausted the size and sha256 are compared with the manifest (when it has
+   them) and the stored size with the bytes sent; a mismatch raises
+   :class:`~transfer.errors.ChecksumMismatchError` and the part file / upload is removed, so
+   nothing is visible. Otherwise the file is published by a rename (or the upload's commit).
+5. Transient errors (:func:`~transfer.errors.is_transient`) are retried ``retries`` times with
+   exponential back-off (``backoff * 2**attempt``, jittered); then, or on any other error, the
+   copy stops: queued files are skipped, running ones abort at their next chunk, and a
+   :class:`~transfer.errors.TransferError` names the file and URL (``errors`` lists every failure).
+
+Files already published stay published when a later file fails (each one is whole and
+verified); retrying the copy overwrites them atomically. Publishing does not ``fsync``: a killed
+process never exposes a partial file, but a power cut may lose recently renamed ones.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transfer import fastpath
+from transfer.endpoints import Endpoint, LocalEndpoint, Writer, endpoint_for
+from transfer.errors import ChecksumMismatchError, TransferError, UnsafePathError, is_transient
+from transfer.manifest import FileEntry, StreamHasher, to_entries
+from transfer.objectstore import ObjectEndpoint, same_s3_endpoint
+
+__all__ = ["DEFAULT_CHUNK", "Progress", "TransferReport", "Verify", "copy_files"]
+
+DEFAULT_CHUNK = 8 * 2**20
+Progress = Callable[[int, int], None]
+"""``progress(bytes_delta, files_done)``: bytes since the last call (negative when a failed attempt's
+bytes are taken back before a retry, so the deltas always sum to the bytes delivered) and the number
+of files completed so far. Calls are serialised; the callback need not be thread-safe."""
+Verify = bool | Literal["full"]
+LinkOption = bool | Literal["hard"]
+
+
+@dataclass
+class TransferReport:
+    """What :func:`copy_files` did."""
+
+    files: int
+    """Files published."""
+    bytes: int
+    """Bytes of those files (linked and server-copied ones included)."""
+    seconds: float
+    """Wall time of the whole call."""
+    entries: list[FileEntry] = field(default_factory=list)
+    """Every file's (path, size, sha256), in the order they were given."""
+    methods: dict[str, int] = field(default_factory=dict)
+    """Files per route: ``stream``, ``hardlink``, ``symlink``, ``server-copy``."""
+    retries: int = 0
+    """Attempts that failed transiently and were retried."""
+
+    @property
+    def fast_path(self) -> str | None:
+        """The fast path(s) used (``"hardlink"``, ``"symlink"``, ``"server-copy"``, comma-joined), or None."""
+        used = sorted(m for m in self.methods if m != "stream")
+        return ",".join(used) or None
+
+    @property
+    def mb_per_s(self) -> float:
+        """Throughput in MB/s (10**6 bytes)."""
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Cancelled(Exception):
+    """Another file failed; this one stops."""
+
+
+@dataclass
+class _Outcome:
+    entry: FileEntry
+    method: str
+    retries: int
+
+
+class _Copier:
+    """State shared by the workers of one :func:`copy_files` call."""
+
+    def __init__(self, src: Endpoint, dst: Endpoint, *, chunk_size: int, retries: int, backoff: float,
+                 verify: Verify, progress: Progress | None, link: LinkOption, read_only: bool,
+                 io_pool: ThreadPoolExecutor) -> None:
+        self.src, self.dst = src, dst
+        self.chunk_size = chunk_size
+        self.retries = retries
+        self.backoff = backoff
+        self.verify = verify
+        self.user_progress = progress
+        self.read_only = read_only
+        self.io_pool = io_pool
+        self.cancel = threading.Event()
+        self._progress_lock = threading.Lock()
+        self.files_done = 0
+        self.link = bool(link) and isinstance(src, LocalEndpoint) and isinstance(dst, LocalEndpoint)
+        self.allow_symlink = link is True
+        self.server_copy = (
+            isinstance(src, ObjectEndpoint) and isinstance(dst, ObjectEndpoint) and same_s3_endpoint(src.fs, dst.fs)
+        )
+
+    # ----------------------------------------------------------------- progress
+    def progress(self, nbytes: int, file_done: bool = False) -> None:
+        with self._progress_lock:
+            if file_done:
+                self.files_done += 1
+            if self.user_progress is not None:
+                self.user_progress(nbytes, self.files_done)
+
+    # ----------------------------------------------------------------- one file
+    def run(self, entry: FileEntry) -> _Outcome:
+        """Copy one file with retries; raise TransferError (or a subclass) when it cannot be done."""
+        attempt = 0
+        while True:
+            if self.cancel.is_set():
+                raise _Cancelled()
+            reported = [0]
+            try:
+                done, method = self._attempt(entry, reported)
+                self.progress(0, file_done=True)
+                return _Outcome(done, method, attempt)
+            except (_Cancelled, ChecksumMismatchError, UnsafePathError):
+                self._take_back(reported)
+                raise
+            except Exception as exc:
+                self._take_back(reported)
+                if self.cancel.is_set():
+                    raise _Cancelled() from exc
+                if not is_transient(exc) or attempt >= self.retries:
+                    kind = "transient " if is_transient(exc) else ""
+                    tries = f" after {attempt + 1} attempts" if attempt else ""
+                    raise TransferError(
+                        f"copy of {entry.path!r} from {self.src.url(entry.path)} to {self.dst.url(entry.path)} "
+                        f"failed{tries}: {kind}{type(exc).__name__}: {exc}",
+                        path=entry.path, url=self.src.url(entry.path), attempts=attempt + 1,
+                    ) from exc
+                self.src.on_transient_error()
+                self.dst.on_transient_error()
+                delay = self.backoff * (2**attempt) * random.uniform(0.5, 1.5)
+                attempt += 1
+                if self.cancel.wait(delay):
+                    raise _Cancelled() from exc
+
+    def _take_back(self, reported: list[int]) -> None:
+        if reported[0]:
+            self.progress(-reported[0])
+            reported[0] = 0
+
+    def _attempt(self, entry: FileEntry, reported: list[int]) -> tuple[FileEntry, str]:
+        if self.link:
+            linked = self._try_link(entry, reported)
+            if linked is not None:
+                return linked
+        if self.server_copy:
+            copied = self._try_server_copy(entry, reported)
+            if copied is not None:
+                return copied
+        return self._stream(entry, reported), "stream"
+
+    # ----------------------------------------------------------------- fast paths
+    def _try_link(self, entry: FileEntry, reported: list[int]) -> tuple[FileEntry, str] | None:
+        assert isinstance(self.src, LocalEndpoint) and isinstance(self.dst, LocalEndpoint)
+        size = self.src.size(entry.path)
+        self._check_size(entry, size)
+        sha = entry.sha256
+        if sha is None or self.verify == "full":
+            sha = self._hash_source(entry)
+        mode = fastpath.local_link(self.src, self.dst, entry.path, allow_symlink=self.allow_symlink,
+                                   read_only=self.read_only)
+        if mode is None:
+            return None
+        self.progress(size)
+        reported[0] += size
+        return FileEntry(entry.path, size, sha), mode
+
+    def _hash_source(self, entry: FileEntry) -> str:
+        hasher = StreamHasher()
+        for chunk in self.src.iter_read(entry.path, entry.size, self.chunk_size):
+            self._check_cancel()
+            hasher.update(chunk)
+        self._check_size(entry, hasher.size)
+        return self._check_sha(entry, hasher.hexdigest())
+
+    def _try_server_copy(self, entry: FileEntry, reported: list[int]) -> tuple[FileEntry, str] | None:
+        assert isinstance(self.src, ObjectEndpoint) and isinstance(self.dst, ObjectEndpoint)
+        if entry.size is not None:
+            self._check_size(entry, self.src.size(entry.path))
+        try:
+            size = fastpath.server_side_copy(self.src, self.dst, entry.path)
+        except PermissionError:
+            return None  # e.g. the credentials may not read the source bucket directly: stream instead
+        sha = entry.sha256
+        try:
+            self._check_size(entry, size)
+            if sha is None or self.verify == "full":
+                hasher = StreamHasher()
+                for chunk in self.dst.iter_read(entry.path, size, self.chunk_size):
+                    self._check_cancel()
+                    hasher.update(chunk)
+                if hasher.size != size:
+                    self._mismatch(entry, "size", size, hasher.size)
+                sha = self._check_sha(entry, hasher.hexdigest())
+        except BaseException:
+            self.dst.remove(entry.path)
+            raise
+        self.progress(size)
+        reported[0] += size
+        return FileEntry(entry.path, size, sha), "server-copy"
+
+    # ----------------------------------------------------------------- stream
+    def _stream(self, entry: FileEntry, reported: list[int]) -> FileEntry:
+        size_hint = entry.size
+        writer: Writer = self.dst.writer(entry.path, size_hint)
+        pending: Future[None] | None = None
+        hasher = StreamHasher()
+        try:
+            for chunk in self.src.iter_read(entry.path, size_hint, self.chunk_size):
+                self._check_cancel()
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if len(chunk) >= self.chunk_size:  # big file: write this chunk while reading the next
+                    pending = self.io_pool.submit(writer.write, chunk)
+                else:
+                    writer.write(chunk)
+                hasher.update(chunk)
+                self.progress(len(chunk))
+                reported[0] += len(chunk)
+            if pending is not None:
+                pending.result()
+                pending = None
+            writer.finish()
+            self._check_size(entry, hasher.size)
+            sha = self._check_sha(entry, hasher.hexdigest())
+            if self.verify:
+                stored = writer.stored_size()
+                if stored is not None and stored != hasher.size:
+                    self._mismatch(entry, "stored size", hasher.size, stored)
+            if self.verify == "full":
+                back = writer.read_back(self.chunk_size)
+                if back is not None:
+                    self._check_read_back(entry, sha, back)
+            writer.publish()
+        except BaseException:
+            if pending is not None:
+                try:
+                    pending.result()
+                except BaseException:  # the first error is the one raised below
+                    pass
+            writer.abort()
+            raise
+        if self.verify == "full" and not self.dst.renames:
+            try:
+                self._check_read_back(entry, sha, self.dst.iter_read(entry.path, hasher.size, self.chunk_size))
+            except BaseException:
+                self.dst.remove(entry.path)
+                raise
+        return FileEntry(entry.path, hasher.size, sha)
+
+    def _check_read_back(self, entry: FileEntry, sha: str, chunks: Iterable[bytes]) -> None:
+        hasher = StreamHasher()
+        for chunk in chunks:
+            hasher.update(chunk)
+        if hasher.hexdigest() != sha:
+            self._mismatch(entry, "sha256 of the written copy", sha, hasher.hexdigest())
+
+    # ----------------------------------------------------------------- checks
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise _Cancelled()
+
+    def _check_size(self, entry: FileEntry, actual: int) -> None:
+        if entry.size is not None and entry.size != actual:
+            self._mismatch(entry, "size", entry.size, actual)
+
+    def _check_sha(self, entry: FileEntry, actual: str) -> str:
+        if self.verify and entry.sha256 is not None and entry.sha256 != actual:
+            self._mismatch(entry, "sha256", entry.sha256, actual)
+        return actual
+
+    def _mismatch(self, entry: FileEntry, what: str, expected: str | int, actual: str | int) -> None:
+        raise ChecksumMismatchError(
+            f"{what} of {entry.path!r} copied from {self.src.url(entry.path)} is {actual}, the manifest says "
+            f"{expected}; nothing was published",
+            path=entry.path, url=self.src.url(entry.path), expected=expected, actual=actual,
+        )
+
+
+def copy_files(
+    src_fs: Any,
+    src_root: str,
+    dst_fs: Any,
+    dst_root: str,
+    entries_or_paths: Iterable[FileEntry | str | Mapping[str, Any]],
+    *,
+    workers: int = 8,
+    chunk_size: int = DEFAULT_CHUNK,
+    retries: int = 4,
+    backoff: float = 0.2,
+    verify: Verify = True,
+    progress: Progress | None = None,
+    link: LinkOption = True,
+    read_only: bool = False,
+) -> TransferReport:
+    """Copy files ``src_root/<path>`` to ``dst_root/<path>`` between two fsspec filesystems.
+
+    ``entries_or_paths``: :class:`FileEntry` objects (a manifest: size and sha256 are then checked),
+    manifest dicts, or plain relative names (nothing to check against; the report carries the
+    sizes and checksums computed on the way). ``verify``: ``True`` compares with the manifest and
+    checks the stored size before publishing, ``"full"`` also reads every copy back (and hashes
+    linked / server-copied files), ``False`` skips the comparisons. ``link``: ``True`` allows hard
+    links with a symlink fallback between local paths, ``"hard"`` hard links only, ``False`` always
+    copies bytes. ``read_only``: published local/SFTP files get mode ``a-w`` (for hard links that is
+    the source's inode too). See the module docstring for the guarantees.
+
+    Raises :class:`UnsafePathError` (nothing written), :class:`ChecksumMismatchError` (that file not
+    published) or :class:`TransferError` (after retries; ``.errors`` lists every failed file).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
+    if chunk_size < 64 * 1024:
+        raise ValueError(f"chunk_size must be at least 64 KiB, not {chunk_size}")
+    if retries < 0 or backoff < 0:
+        raise ValueError("retries and backoff must not be negative")
+    started = time.monotonic()
+    entries = to_entries(entries_or_paths)
+    src = endpoint_for(src_fs, src_root, workers=workers)
+    dst = endpoint_for(dst_fs, dst_root, read_only=read_only, workers=workers)
+    try:
+        dst.check_destination([e.path for e in entries])
+        if not entries:
+            return TransferReport(0, 0, time.monotonic() - started)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transfer-io") as io_pool:
+            copier = _Copier(src, dst, chunk_size=chunk_size, retries=retries, backoff=backoff, verify=verify,
+                             progress=progress, link=link, read_only=read_only, io_pool=io_pool)
+            outcomes = _run_all(copier, entries, _parallelism(src, dst, workers))
+    finally:
+        src.close()
+        dst.close()
+    methods: dict[str, int] = {}
+    for o in outcomes:
+        methods[o.method] = methods.get(o.method, 0) + 1
+    done = [o.entry for o in outcomes]
+    return TransferReport(
+        files=len(done), bytes=sum(e.size or 0 for e in done), seconds=time.monotonic() - started,
+        entries=done, methods=methods, retries=sum(o.retries for o in outcomes),
+    )
+
+
+def _parallelism(src: Endpoint, dst: Endpoint, workers: int) -> int:
+    """Workers to run: a file between two directories of one SFTP connection holds two of its channels."""
+    from transfer.sftpio import SFTPEndpoint
+
+    if isinstance(src, SFTPEndpoint) and isinstance(dst, SFTPEndpoint) and src.pool is dst.pool:
+        return max(1, min(workers, src.pool.limit // 2))
+    return workers
+
+
+def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_Outcome]:
+    errors: list[BaseException] = []
+    results: dict[int, _Outcome] = {}
+    # largest first: the long copies start early and the small ones fill the gaps
+    order = sorted(range(len(entries)), key=lambda i: -(entries[i].size or 0))
+    with ThreadPoolExecutor(max_workers=min(workers, len(entries)), thread_name_prefix="transfer") as pool:
+        futures = {pool.submit(copier.run, entries[i]): i for i in order}
+        for fut in as_completed(futures):
+            try:
+                results[futures[fut]] = fut.result()
+            except _Cancelled:
+                continue
+            except BaseException as exc:
+                copier.cancel.set()
+                errors.append(exc)
+    if errors:
+        first = errors[0]
+        if isinstance(first, TransferError):
+            first.errors = errors
+            if len(errors) > 1:
+                first.args = (f"{first.args[0]} (and {len(errors) - 1} more failed files)",)
+        raise first
+    return [results[i] for i in range(len(entries))]

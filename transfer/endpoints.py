@@ -1,0 +1,364 @@
+"""One side of a copy: an fsspec filesystem plus a root, with the I/O the engine needs.
+
+:func:`endpoint_for` picks an implementation by duck typing, so no backend library is imported here:
+
+``LocalEndpoint``
+    fsspec's plain ``LocalFileSystem``: ``os`` calls (no fsspec file objects on the hot path);
+    writes go to ``.<name>.part-<token>`` in the same directory and ``os.replace`` publishes them.
+``SFTPEndpoint`` (:mod:`transfer.sftpio`)
+    fsspec's ``SFTPFileSystem``: pooled SFTP channels, tuned windows, part file + ``posix-rename``.
+``ObjectEndpoint`` (:mod:`transfer.objectstore`)
+    s3fs and other object stores, which have no rename: see that module for how a partial object is
+    never visible.
+``FsspecEndpoint``
+    anything else (subclassed local filesystems, memory, ...): ``fs.open`` streams, a part file and
+    ``fs.mv`` to publish.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from transfer import paths
+
+__all__ = ["Endpoint", "FsspecEndpoint", "LocalEndpoint", "Writer", "endpoint_for", "is_plain_local", "is_sftp"]
+
+OBJECT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "r2"})
+
+
+def token() -> str:
+    """A random suffix for part files."""
+    return uuid.uuid4().hex[:16]
+
+
+def protocols(fs: Any) -> tuple[str, ...]:
+    """The fsspec protocol names of ``fs`` as a tuple."""
+    proto = getattr(fs, "protocol", ())
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+class Writer:
+    """Writes one file so that it only becomes visible under its final name when published.
+
+    Life cycle: ``write``* -> ``finish`` (all bytes stored, still invisible) -> optional
+    ``stored_size`` / ``read_back`` checks -> ``publish``; ``abort`` at any point removes every trace.
+    """
+
+    final: str
+
+    def write(self, data: bytes) -> None:
+        """Store the next chunk."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Flush and close the data stream; nothing is visible under the final name yet."""
+        raise NotImplementedError
+
+    def stored_size(self) -> int | None:
+        """Size of the stored (unpublished) data, or None where it cannot be asked before publishing."""
+        return None
+
+    def read_back(self, chunk_size: int) -> Iterator[bytes] | None:
+        """The stored (unpublished) bytes, or None where they can only be read after publishing."""
+        return None
+
+    def publish(self) -> None:
+        """Make the file visible under its final name, atomically."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Remove the unpublished data; never raises."""
+        raise NotImplementedError
+
+
+class Endpoint:
+    """An fsspec filesystem and a root directory, with the operations a copy needs."""
+
+    kind = "fsspec"
+    renames = True
+    """Whether publishing is a rename of a part file (False: object stores)."""
+
+    def __init__(self, fs: Any, root: str, *, read_only: bool = False) -> None:
+        self.fs = fs
+        stripped = str(fs._strip_protocol(root)) if root else ""
+        self.root = stripped.rstrip("/") or stripped[:1]  # keep a bare "/"
+        self.read_only = read_only
+        self._dirs: set[str] = set()
+        self._dirs_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ naming
+    def path(self, rel: str) -> str:
+        """The filesystem path of DU-relative ``rel``."""
+        return paths.join(self.root, rel)
+
+    def url(self, rel: str) -> str:
+        """A URL for messages (never with credentials)."""
+        path = self.path(rel)
+        try:
+            return str(self.fs.unstrip_protocol(path))
+        except (AttributeError, TypeError, ValueError):
+            return path
+
+    def check_destination(self, rels: list[str]) -> None:
+        """Reject destinations that would escape the root (before anything is written)."""
+
+    # ------------------------------------------------------------------ I/O
+    def size(self, rel: str) -> int:
+        """Size in bytes of ``rel`` (FileNotFoundError if missing)."""
+        return int(self.fs.info(self.path(rel))["size"])
+
+    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[bytes]:
+        """The bytes of ``rel`` in chunks of at most ``chunk_size``, read to EOF."""
+        with self.fs.open(self.path(rel), "rb") as f:
+            while True:
+                data = f.read(chunk_size)
+                if not data:
+                    return
+                yield data
+
+    def writer(self, rel: str, size_hint: int | None) -> Writer:
+        """A :class:`Writer` for ``rel`` (parents created)."""
+        final = self.path(rel)
+        self._makedirs(final.rpartition("/")[0])
+        return _FsspecRenameWriter(self.fs, final)
+
+    def remove(self, rel: str) -> None:
+        """Delete ``rel`` (missing is fine)."""
+        try:
+            self.fs.rm_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Release per-copy resources (channels, pools)."""
+
+    def on_transient_error(self) -> None:
+        """Called before a retry: drop broken connections so the retry opens fresh ones."""
+
+    def _makedirs(self, directory: str) -> None:
+        if not directory or directory in self._dirs:
+            return
+        self._make_dir(directory)
+        with self._dirs_lock:
+            self._dirs.add(directory)
+
+    def _make_dir(self, directory: str) -> None:
+        self.fs.makedirs(directory, exist_ok=True)
+
+
+class FsspecEndpoint(Endpoint):
+    """Any fsspec filesystem with a rename (``mv``): generic streams, part file, ``fs.mv``."""
+
+
+class _FsspecRenameWriter(Writer):
+    def __init__(self, fs: Any, final: str) -> None:
+        self.fs = fs
+        self.final = final
+        self.tmp = paths.part_name(final, token())
+        self.f: Any = fs.open(self.tmp, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+
+    def finish(self) -> None:
+        self.f.close()
+
+    def stored_size(self) -> int | None:
+        return int(self.fs.info(self.tmp)["size"])
+
+    def read_back(self, chunk_size: int) -> Iterator[bytes] | None:
+        return _iter_fs(self.fs, self.tmp, chunk_size)
+
+    def publish(self) -> None:
+        self.fs.mv(self.tmp, self.final)
+
+    def abort(self) -> None:
+        try:
+            if not self.f.closed:
+                self.f.close()
+        except Exception:  # abort is best effort; the cleanup below still runs
+            pass
+        try:
+            self.fs.rm_file(self.tmp)
+        except Exception:  # the part file may never have been created
+            pass
+
+
+def _iter_fs(fs: Any, path: str, chunk_size: int) -> Iterator[bytes]:
+    with fs.open(path, "rb") as f:
+        while True:
+            data = f.read(chunk_size)
+            if not data:
+                return
+            yield data
+
+
+# ====================================================================== local
+def is_plain_local(fs: Any) -> bool:
+    """fsspec's LocalFileSystem (or a subclass that does not change how files are opened)."""
+    from fsspec.implementations.local import LocalFileSystem
+    from fsspec.spec import AbstractFileSystem
+
+    cls = type(fs)
+    return (
+        isinstance(fs, LocalFileSystem)
+        and cls._open is LocalFileSystem._open
+        and cls.open is AbstractFileSystem.open
+    )
+
+
+class LocalEndpoint(Endpoint):
+    """The local filesystem through ``os`` calls."""
+
+    kind = "local"
+
+    def __init__(self, fs: Any, root: str, *, read_only: bool = False) -> None:
+        super().__init__(fs, root, read_only=read_only)
+        self.root = os.path.abspath(self.root or ".")
+
+    def path(self, rel: str) -> str:
+        """Absolute local path of ``rel``."""
+        return os.path.join(self.root, rel)
+
+    def url(self, rel: str) -> str:
+        """``file://`` URL of ``rel``."""
+        return f"file://{self.path(rel)}"
+
+    def check_destination(self, rels: list[str]) -> None:
+        """Every existing ancestor of every destination must resolve inside the root."""
+        checked: set[str] = set()
+        real_root = os.path.realpath(self.root)
+        for rel in rels:
+            parent = os.path.dirname(rel)
+            while parent and parent not in checked:
+                checked.add(parent)
+                full = os.path.join(self.root, parent)
+                if os.path.lexists(full):
+                    real = os.path.realpath(full)
+                    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+                        from transfer.errors import UnsafePathError
+
+                        raise UnsafePathError(
+                            f"{rel!r} would be written outside {self.root!r}: {parent!r} is a link to {real!r}",
+                            path=rel,
+                        )
+                parent = os.path.dirname(parent)
+
+    def size(self, rel: str) -> int:
+        """``os.stat`` size."""
+        return os.stat(self.path(rel)).st_size
+
+    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[bytes]:
+        """Unbuffered reads to EOF."""
+        with open(self.path(rel), "rb", buffering=0) as f:
+            while True:
+                data = f.read(chunk_size)
+                if not data:
+                    return
+                yield data
+
+    def writer(self, rel: str, size_hint: int | None) -> Writer:
+        """A part file beside the final name, ``os.replace`` to publish."""
+        final = self.path(rel)
+        self._makedirs(os.path.dirname(final))
+        return LocalWriter(final, self.read_only)
+
+    def remove(self, rel: str) -> None:
+        """Unlink ``rel`` (missing is fine)."""
+        try:
+            os.unlink(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+    def _make_dir(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+
+
+class LocalWriter(Writer):
+    """Writes ``.<name>.part-<token>`` beside ``final`` with ``os.write``; ``os.replace`` publishes."""
+
+    def __init__(self, final: str, read_only: bool = False) -> None:
+        self.final = final
+        self.read_only = read_only
+        self.tmp = paths.part_name(final, token())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        self.fd = os.open(self.tmp, flags, 0o666)
+
+    def write(self, data: bytes) -> None:
+        """``os.write`` until all of ``data`` is written."""
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def finish(self) -> None:
+        """Close the part file."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def stored_size(self) -> int | None:
+        """Size of the part file."""
+        return os.stat(self.tmp).st_size
+
+    def read_back(self, chunk_size: int) -> Iterator[bytes] | None:
+        """The part file's bytes."""
+        def gen() -> Iterator[bytes]:
+            with open(self.tmp, "rb", buffering=0) as f:
+                while True:
+                    data = f.read(chunk_size)
+                    if not data:
+                        return
+                    yield data
+        return gen()
+
+    def publish(self) -> None:
+        """chmod a-w if read-only, then ``os.replace`` onto the final name."""
+        if self.read_only:
+            os.chmod(self.tmp, 0o444)
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        """Close and unlink the part file."""
+        try:
+            self.finish()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def quiet_close(obj: Any) -> None:
+    """``obj.close()``, ignoring errors (closing after a failure must not mask the failure)."""
+    try:
+        obj.close()
+    except Exception:  # best effort
+        pass
+
+
+# ====================================================================== factory
+def is_sftp(fs: Any) -> bool:
+    """fsspec's SFTPFileSystem or anything else carrying a connected paramiko ``SSHClient``."""
+    client = getattr(fs, "client", None)
+    return hasattr(fs, "ftp") and client is not None and hasattr(client, "get_transport")
+
+
+def endpoint_for(fs: Any, root: str, *, read_only: bool = False, workers: int = 8) -> Endpoint:
+    """The :class:`Endpoint` for ``fs`` at ``root``, chosen by duck typing."""
+    if is_plain_local(fs):
+        return LocalEndpoint(fs, root, read_only=read_only)
+    if is_sftp(fs):
+        from transfer.sftpio import SFTPEndpoint
+
+        return SFTPEndpoint(fs, root, read_only=read_only)
+    if set(protocols(fs)) & OBJECT_PROTOCOLS:
+        from transfer.objectstore import ObjectEndpoint
+
+        return ObjectEndpoint(fs, root, read_only=read_only, workers=workers)
+    return FsspecEndpoint(fs, root, read_only=read_only)

@@ -1,0 +1,76 @@
+"""Checking stored files against their manifest (``pdata verify``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from transfer.endpoints import endpoint_for
+from transfer.manifest import DEFAULT_CHUNK, FileEntry, StreamHasher, to_entries
+
+__all__ = ["Mismatch", "verify_files"]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One file that does not match its manifest entry.
+
+    ``problem`` is ``"missing"``, ``"size"``, ``"sha256"`` or ``"unreadable"`` (``actual`` then holds
+    the error).
+    """
+
+    path: str
+    problem: str
+    expected: str | int | None = None
+    actual: str | int | None = None
+
+    def __str__(self) -> str:
+        if self.problem == "missing":
+            return f"{self.path}: missing"
+        if self.problem == "unreadable":
+            return f"{self.path}: unreadable ({self.actual})"
+        return f"{self.path}: {self.problem} is {self.actual}, expected {self.expected}"
+
+
+def verify_files(
+    fs: Any,
+    root: str,
+    entries: Iterable[FileEntry | Mapping[str, Any]],
+    *,
+    workers: int = 4,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> list[Mismatch]:
+    """Read every file under ``root`` named by ``entries`` and compare size and sha256.
+
+    Returns the mismatches in manifest order (empty: all good). Entries without a size or sha256 are
+    only checked for what they have. Files on disk that the manifest does not list are not reported.
+    """
+    items = to_entries(entries)
+    endpoint = endpoint_for(fs, root, workers=workers)
+
+    def check(entry: FileEntry) -> Mismatch | None:
+        try:
+            hasher = StreamHasher()
+            for chunk in endpoint.iter_read(entry.path, entry.size, chunk_size):
+                hasher.update(chunk)
+        except FileNotFoundError:
+            return Mismatch(entry.path, "missing", expected=entry.size)
+        except OSError as exc:
+            return Mismatch(entry.path, "unreadable", actual=f"{type(exc).__name__}: {exc}")
+        if entry.size is not None and hasher.size != entry.size:
+            return Mismatch(entry.path, "size", entry.size, hasher.size)
+        digest = hasher.hexdigest()
+        if entry.sha256 is not None and digest != entry.sha256:
+            return Mismatch(entry.path, "sha256", entry.sha256, digest)
+        return None
+
+    try:
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="transfer-verify") as pool:
+            found = list(pool.map(check, items))
+    finally:
+        endpoint.close()
+    return [m for m in found if m is not None]
