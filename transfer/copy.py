@@ -178,7 +178,7 @@ class _Copier:
         size = self.src.size(entry.path)
         self._check_size(entry, size)
         sha = entry.sha256
-        if sha is None or self.verify == "full":
+        if sha is None or self.verify:  # a local read, no write: cheap enough to keep the promise
             sha = self._hash_source(entry)
         mode = fastpath.local_link(self.src, self.dst, entry.path, allow_symlink=self.allow_symlink,
                                    read_only=self.read_only)
@@ -322,8 +322,10 @@ def copy_files(
     ``entries_or_paths``: :class:`FileEntry` objects (a manifest: size and sha256 are then checked),
     manifest dicts, or plain relative names (nothing to check against; the report carries the
     sizes and checksums computed on the way). ``verify``: ``True`` compares with the manifest and
-    checks the stored size before publishing, ``"full"`` also reads every copy back (and hashes
-    linked / server-copied files), ``False`` skips the comparisons. ``link``: ``True`` allows hard
+    checks the stored size before publishing -- linked files are hashed too (a local read), but
+    server-side S3 copies only have their size checked, as hashing would mean downloading them --;
+    ``"full"`` also reads every copy back (server-side copies included), ``False`` skips the
+    comparisons. ``link``: ``True`` allows hard
     links with a symlink fallback between local paths, ``"hard"`` hard links only, ``False`` always
     copies bytes. ``read_only``: published local/SFTP files get mode ``a-w`` (for hard links that is
     the source's inode too). See the module docstring for the guarantees.

@@ -9,12 +9,15 @@ Local -> local (both fsspec ``LocalFileSystem``), when ``link`` is true:
     hard link is refused (``EXDEV`` across filesystems, ``EPERM``/``EACCES`` from protected
     hardlinks, ``EMLINK``, ``ENOTSUP``) and ``link`` is ``True`` (not ``"hard"``), a symbolic link to
     the source's real path is made instead (a symlink's mode cannot be changed: it reads with the
-    source's permissions). Failing that the engine streams a real copy.
+    source's permissions). Failing that the engine streams a real copy. With ``verify`` on, the
+    source is hashed before it is linked (a read, no write), so a corrupted source is refused
+    exactly as for a streamed copy.
 
 S3 -> S3 on the same endpoint with the same credentials (:func:`~transfer.objectstore.same_s3_endpoint`):
     ``fs.copy`` (s3fs: ``CopyObject``, or a managed multipart copy above 150 MiB). The object
     appears whole when the server finishes. The ETag is not a sha256, so the size is checked with a
-    ``HEAD`` and the manifest's sha256 is kept; ``verify="full"`` reads the copy back and hashes it.
+    ``HEAD`` and the manifest's sha256 is kept (hashing would mean downloading the object);
+    ``verify="full"`` reads the copy back and hashes it.
 """
 
 from __future__ import annotations
