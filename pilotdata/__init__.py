@@ -20,7 +20,7 @@ from pilotdata.states import ComputeUnitState, DataUnitState, PilotState, State
 __version__ = "0.1.0"
 
 _SERVICES = {
-    "ComputeDataService", "ComputeUnit", "DataUnit", "FailurePolicy", "PilotCompute",
+    "ComputeDataService", "ComputeDataServiceDecentral", "ComputeUnit", "DataUnit", "FailurePolicy", "PilotCompute",
     "PilotComputeService", "PilotData", "PilotDataService",
 }
 _DESCRIPTIONS = {
@@ -29,6 +29,7 @@ _DESCRIPTIONS = {
 
 __all__ = [
     "ComputeDataService",
+    "ComputeDataServiceDecentral",
     "ComputeUnit",
     "ComputeUnitDescription",
     "ComputeUnitState",

@@ -195,8 +195,17 @@ def test_unknown_key_names_it_and_suggests(cls: type[Description], key: str, sug
 
 @pytest.mark.parametrize("cls", ALL_KINDS)
 def test_unknown_key_without_near_match_has_no_hint(cls: type[Description]) -> None:
-    err = error_of(cls, total_core_count=4)
-    assert "'total_core_count'" in str(err) and "did you mean" not in str(err)
+    err = error_of(cls, gpu_flavour=4)
+    assert "'gpu_flavour'" in str(err) and "did you mean" not in str(err)
+
+
+def test_old_bigjob_total_core_count_is_a_synonym() -> None:
+    assert ComputeUnitDescription.from_dict({"executable": "/bin/cat", "total_core_count": 3}).number_of_processes == 3
+    same = {"executable": "/bin/cat", "total_core_count": 2, "number_of_processes": 2}
+    assert ComputeUnitDescription.from_dict(same).number_of_processes == 2
+    with pytest.raises(DescriptionError, match="contradicts number_of_processes") as info:
+        ComputeUnitDescription.from_dict({"executable": "/bin/cat", "total_core_count": 2, "number_of_processes": 1})
+    assert info.value.field == "total_core_count"
 
 
 def test_non_string_key_is_rejected() -> None:

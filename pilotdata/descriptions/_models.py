@@ -52,6 +52,27 @@ def _json(value: Any) -> Any:
     return value
 
 
+_ALIASES: dict[str, str] = {"total_core_count": "number_of_processes"}
+"""Old BigJob keys accepted as synonyms (scripts from BigJob's examples use them)."""
+
+
+def _resolve_aliases(owner: str, data: Mapping[str, Any], by_key: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Map old BigJob keys onto their current names; conflicting values are an error naming both."""
+    if not any(k in _ALIASES and _ALIASES[k] in by_key for k in data):
+        return data
+    out = dict(data)
+    for old, new in _ALIASES.items():
+        if old in out and new in by_key:
+            value = out.pop(old)
+            if value is None:
+                continue
+            if out.get(new) is not None and out[new] != value:
+                raise DescriptionError(f"{owner}: {old}={value!r} contradicts {new}={out[new]!r} "
+                                       f"({old} is BigJob's old name for {new})", field=old, value=value)
+            out[new] = value
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class Description:
     """Base of the description classes: the fields every kind has, and the dict conversions.
@@ -114,6 +135,7 @@ class Description:
             raise DescriptionError(f"{cls.__name__}: expected a dict, got a {type(data).__name__}")
         by_key = {_key(f): f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
+        data = _resolve_aliases(cls.__name__, data, by_key)
         for key, value in data.items():
             f = by_key.get(key) if isinstance(key, str) else None
             if f is None:

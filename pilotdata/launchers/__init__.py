@@ -32,6 +32,7 @@ from pilotdata.launchers.base import (
 
 _REGISTRY: dict[str, str] = {
     "fork": "pilotdata.launchers.fork:ForkLauncher",
+    "subprocess": "pilotdata.launchers.fork:ForkLauncher",  # BigJob's later name for fork
     "ssh": "pilotdata.launchers.ssh:SshLauncher",
     "slurm": "pilotdata.launchers.slurm:SlurmLauncher",
     "slurm+ssh": "pilotdata.launchers.slurm:SlurmLauncher",

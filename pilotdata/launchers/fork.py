@@ -32,13 +32,13 @@ class ForkLauncher(Launcher):
     between SIGTERM and SIGKILL on cancel; default 5).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("fork",)
+    schemes: ClassVar[tuple[str, ...]] = ("fork", "subprocess")
     options: ClassVar[frozenset[str]] = frozenset({"python", "grace"})
 
     def __init__(self, url: str = "fork://localhost", *, python: str | None = None, grace: float = 5.0) -> None:
         super().__init__(url)
         parts = urlsplit(url)
-        if parts.scheme != "fork" or (parts.hostname or "") not in LOCAL_HOSTS or parts.path not in ("", "/"):
+        if parts.scheme not in self.schemes or (parts.hostname or "") not in LOCAL_HOSTS or parts.path not in ("", "/"):
             raise LaunchError(f"{self.url}: fork runs on this host only: use fork://localhost (or ssh://host)")
         self._python = python
         self._grace = float(grace)

@@ -11,8 +11,12 @@ from pilotdata.services.pilot_compute import PilotCompute, PilotComputeService
 from pilotdata.services.pilot_data import PilotData, PilotDataService
 from pilotdata.services.policy import FailurePolicy
 
+ComputeDataServiceDecentral = ComputeDataService
+"""BigJob's decentral CDS: here every CDS binds late and agents pull, so it is the same class."""
+
 __all__ = [
     "ComputeDataService",
+    "ComputeDataServiceDecentral",
     "ComputeUnit",
     "DataUnit",
     "FailurePolicy",

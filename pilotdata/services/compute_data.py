@@ -45,7 +45,7 @@ def submit_units(
     descs: list[ComputeUnitDescription] = []
     for i, d in enumerate(descriptions):
         try:
-            descs.append(ComputeUnitDescription.coerce(d))
+            descs.append(ComputeUnitDescription.coerce(_du_working_directory(session, d)))
         except DescriptionError as exc:
             if len(descriptions) == 1:
                 raise
@@ -61,6 +61,23 @@ def submit_units(
                                         for i in ids])
         coord.enqueue(ids, pilot)
     return [ComputeUnit(i, session=session) for i in ids]
+
+
+def _du_working_directory(session: Session, desc: Any) -> Any:
+    """BigJob idiom: ``"working_directory": data_unit.url`` runs the CU on that DataUnit's files.
+
+    Such a description becomes one with the DU in ``input_data`` (linked into the sandbox) and no
+    working directory of its own.
+    """
+    if not isinstance(desc, Mapping):
+        return desc
+    wd = desc.get("working_directory")
+    if not isinstance(wd, str) or not wd.startswith("du-") or "/" in wd or not session.coord.exists(Kind.DU, wd):
+        return desc
+    inputs = list(desc.get("input_data") or [])
+    if wd not in inputs:
+        inputs.append(wd)
+    return {**desc, "working_directory": None, "input_data": inputs}
 
 
 class ComputeDataService:

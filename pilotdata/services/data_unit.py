@@ -24,6 +24,11 @@ class DataUnit:
         """The DU id (``DataUnit(id)`` reconnects from another process)."""
         return self.id
 
+    @property
+    def url(self) -> str:
+        """BigJob's ``data_unit.url``: the DU id (also usable as a CU ``working_directory``)."""
+        return self.id
+
     def get_id(self) -> str:
         """The DU id."""
         return self.id

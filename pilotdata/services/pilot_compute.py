@@ -28,7 +28,7 @@ from pilotdata.states import FINAL_STATES, Kind, PilotState
 
 log = logging.getLogger(__name__)
 
-_LOCAL_SCHEMES = ("fork", "slurm")
+_LOCAL_SCHEMES = ("fork", "subprocess", "slurm")
 _JOB_TO_PILOT = {
     JobState.DONE: PilotState.DONE,
     JobState.FAILED: PilotState.FAILED,
