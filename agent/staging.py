@@ -1,7 +1,7 @@
 """Input and output staging of CUs: DataUnits through the per-pilot cache, outputs into DataUnits.
 
 **Input** (``input_data``): each DataUnit is fetched once per pilot into the pilot cache
-(``<workdir>/.cache``, :class:`transfer.cache.PilotCache`, content-addressed by the DU's manifest)
+(``<workdir>/.cache``, :class:`transfer.PilotCache`, keyed by DU id + manifest digest)
 from a complete replica (read from the DU record's ``replica:<pd>`` keys; the PD record gives the
 store) and then linked into each CU sandbox; ``{du: [files]}`` links only those files. What the cache
 holds is published in the pilot's data as ``cached_dus`` (placement reads it). A DU that is still
@@ -18,8 +18,6 @@ fails the CU with it. Nothing is swallowed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -37,21 +35,6 @@ log = logging.getLogger(__name__)
 
 WAITABLE_DU_STATES = frozenset({DataUnitState.NEW.value, DataUnitState.PENDING.value})
 """DU states in which input staging waits for a first complete replica."""
-
-
-def manifest_key(entries: Sequence[Any]) -> str:
-    """Content address of a DU's files: sha256 over the sorted (path, size, sha256) manifest."""
-    listing = sorted((e.path, int(e.size), e.sha256) for e in entries)
-    return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
-
-
-def _new_cache(directory: Path) -> Any:
-    """The per-pilot cache of the transfer engine."""
-    try:
-        from transfer.cache import PilotCache
-    except ImportError as exc:
-        raise StagingError(f"input staging needs transfer.cache, which is not importable: {exc}") from exc
-    return PilotCache(directory)
 
 
 def _transfer_entries(entries: Sequence[Any]) -> list[Any]:
@@ -81,6 +64,7 @@ class DataStager:
         self.input_wait = input_wait
         self._stop = stop or threading.Event()
         self._cache: Any = None
+        """The :class:`transfer.PilotCache`, made on first use (imports the transfer engine lazily)."""
         self._cached: dict[str, str] = {}
         """DU id -> cache key of the DUs this pilot holds."""
         self._lock = threading.Lock()
@@ -93,12 +77,11 @@ class DataStager:
             key = self._ensure(ref.du_id)
             try:
                 self._cache.link_into(key, sandbox, ref.files)
-            except PilotDataError as exc:
-                raise StagingError(f"input DataUnit {ref.du_id}: cannot link into the sandbox: {exc}") from exc
-            except (OSError, KeyError, ValueError) as exc:
-                raise StagingError(
-                    f"input DataUnit {ref.du_id}: cannot link into the sandbox: {type(exc).__name__}: {exc}"
-                ) from exc
+            except Exception as exc:  # the transfer layer's errors, converted at this boundary
+                from pilotdata.dataunits import convert_transfer_error
+
+                what = f"input DataUnit {ref.du_id}: linking into the sandbox"
+                raise StagingError(str(convert_transfer_error(exc, what))) from exc
 
     def _du_lock(self, du_id: str) -> threading.Lock:
         with self._lock:
@@ -109,13 +92,14 @@ class DataStager:
         with self._du_lock(du_id):
             if du_id in self._cached:
                 return self._cached[du_id]
+            import transfer
             from pilotdata.dataunits import complete_replicas, du_entries
 
             record = self._ready_record(du_id)
-            entries = du_entries(record)
-            key = manifest_key(entries)
+            entries = _transfer_entries(du_entries(record))
+            key = transfer.cache_key(du_id, entries)
             if self._cache is None:
-                self._cache = _new_cache(self.cache_dir)
+                self._cache = transfer.PilotCache(self.cache_dir)
             errors: list[str] = []
             for pd_id in self._replica_order(complete_replicas(record)):
                 try:
@@ -173,10 +157,10 @@ class DataStager:
         store = open_pd_store(self.session, pd_id)
         started = time.monotonic()
         try:
-            self._cache.ensure(key, store.fs, store.path(du_id), _transfer_entries(entries))
+            self._cache.ensure(key, store.fs, store.path(du_id), entries)
         except Exception as exc:  # the transfer layer's errors, converted at this boundary
             raise convert_transfer_error(exc, f"fetch of DataUnit {du_id} from {pd_id}") from exc
-        nbytes = sum(int(e.size) for e in entries)
+        nbytes = sum(e.size or 0 for e in entries)
         self.coord.record_event(
             "transfer",
             du_id,
