@@ -56,6 +56,7 @@ def merge(hit_files: Sequence[Path], out: Path) -> Merged:
             engines[short] = engines.get(short, 0) + 1
     rows.sort(key=lambda h: (h.qseqid, h.evalue, h.sseqid, h.sstart))
     label = ", ".join(f"{name} x{count}" for name, count in sorted(engines.items())) or None
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_hits(out, rows, engine=label, header=True)
     return Merged(out, rows, len(hit_files), engines)
 

@@ -125,6 +125,7 @@ def run_workflow(cfg: Config, say: Callable[[str], None] = print) -> Outcome:
         out.coordination = session.url
         _execute(cfg, out, chunk_files, pcs, pds, cds, say)
     finally:
+        t_end = time.monotonic()
         try:
             cds.close()
         finally:
@@ -133,6 +134,7 @@ def run_workflow(cfg: Config, say: Callable[[str], None] = print) -> Outcome:
             if not cfg.keep:
                 for sub in ("stores", "pilots", "chunks"):
                     shutil.rmtree(run_dir / sub, ignore_errors=True)
+        out.phases["teardown"] = time.monotonic() - t_end
     out.phases["total"] = time.monotonic() - started
     return out
 
@@ -173,7 +175,7 @@ def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotCompu
     details = db_du.get_details()
     out.db_du, out.db_bytes = db_du.id, int(details["size"])
     out.db_site = report.site_of_pd(cds.session, db_du.list_pilot_data())
-    out.phases["data units"] = time.monotonic() - t0
+    out.phases["pilots + data units"] = time.monotonic() - t0
     say(f"database DataUnit {db_du.id}: {len(details['files'])} files, {data.format_size(out.db_bytes)} "
         f"at {out.db_site}; {len(chunk_dus)} chunk DataUnits")
 

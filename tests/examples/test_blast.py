@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-import transfer
 from examples.blast import data, kmer, merge, report
 from examples.blast.hits import Hit, read_fasta, read_hits
 from pilotdata.coordination import Coordination
@@ -250,8 +249,12 @@ def test_traffic_falls_back_to_cached_dus_without_staging_events(tmp_path: Path)
 
 
 # ------------------------------------------------------------------ the whole example
-def _run_example(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def _run_example(tmp_path: Path, *extra: str, path: str | None = None
+                 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``run.py`` on a 5 MB database in 4 chunks (64 queries, 8 planted), as a subprocess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # PDATA_HOME: this test's (autouse fixture)
+    if path is not None:
+        env["PATH"] = path
     workdir = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(BLAST_DIR / "run.py"), "--db-size", "5MB", "--chunks", "4",
                            "--queries", "64", "--workdir", str(workdir), "--timeout", "240", *extra],
@@ -261,22 +264,60 @@ def _run_example(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProce
     return proc, doc
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not hasattr(transfer, "copy_files"), reason="the transfer engine (DataUnit copies) has not landed")
-@pytest.mark.parametrize("engine", ["blast", "kmer"])
-def test_the_example_runs_end_to_end_and_finds_every_planted_match(tmp_path: Path, engine: str) -> None:
-    if engine == "blast":
-        require_binary("blastn", "ncbi-blast+")
-    proc, doc = _run_example(tmp_path, "--engine", engine)
+def _path_without_blast() -> str:
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(d for d in dirs if d and not (Path(d) / "blastn").exists())
+
+
+def _assert_complete_run(proc: subprocess.CompletedProcess[str], doc: dict[str, Any], engine: str,
+                         *, keep: bool = False) -> None:
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     found = re.search(r"planted matches\s+(\d+)/(\d+) found", proc.stdout)
     assert found and found[1] == found[2] and int(found[2]) == 8, proc.stdout
     assert re.search(r"compute units\s+4/4 done", proc.stdout), proc.stdout
-    assert doc["ok"] and doc["compute_units"] == {"Done": 4}
-    assert doc["hit_engines"] == {engine: 4}
+    assert f"hits written by {engine} (4 chunk files)" in proc.stdout
+    assert doc["ok"] and doc["compute_units"] == {"Done": 4} and doc["planted"]["missing"] == []
+    assert doc["engine"] == engine and doc["hit_engines"] == {engine: 4}
     assert sum(doc["placement"].values()) == 4 and set(doc["placement"]) <= {"site-a/node-1", "site-b/node-2"}
     b = doc["bytes"]
     assert b["naive"] >= 4 * doc["db_du_bytes"] > 0
     assert b["saved"] == b["naive"] - b["staged"] > 0
     assert b["staged"] <= 2 * (doc["db_du_bytes"] + 100_000), "each pilot fetches the database at most once"
-    assert Path(doc["hits_file"]).is_file() and not (tmp_path / "run" / "stores").exists()
+    assert set(doc["cached_dus"]) <= {"site-a/node-1", "site-b/node-2"}
+    assert Path(doc["hits_file"]).is_file()
+    assert (Path(doc["run_dir"]) / "stores").is_dir() is keep, "--keep keeps the stores; they go otherwise"
+
+
+@pytest.mark.slow
+def test_the_example_with_blast_finds_every_planted_match(tmp_path: Path) -> None:
+    require_binary("blastn", "ncbi-blast+")
+    proc, doc = _run_example(tmp_path, "--engine", "blast")
+    _assert_complete_run(proc, doc, "blast")
+    assert doc["db_du_bytes"] > 5_000_000, "the database DataUnit ships makeblastdb's files with the FASTA"
+
+
+@pytest.mark.slow
+def test_without_blast_installed_the_example_falls_back_to_the_kmer_engine(tmp_path: Path) -> None:
+    proc, doc = _run_example(tmp_path, "--keep", path=_path_without_blast())
+    _assert_complete_run(proc, doc, "kmer", keep=True)
+    assert doc["db_du_bytes"] < 5_100_000, "the k-mer engine's DataUnit holds only the FASTA"
+    forced = subprocess.run([sys.executable, str(BLAST_DIR / "run.py"), "--db-size", "5MB", "--engine", "blast"],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "PATH": _path_without_blast()})
+    assert forced.returncode == 2 and "makeblastdb/blastn not found" in forced.stderr
+
+
+@pytest.mark.slow
+def test_the_example_runs_on_redis_coordination(tmp_path: Path, redis_server: Any) -> None:
+    proc, doc = _run_example(tmp_path, "--engine", "kmer", "--url", redis_server.url)
+    _assert_complete_run(proc, doc, "kmer")
+    assert f"127.0.0.1:{redis_server.port}" in proc.stdout
+
+
+@pytest.mark.slow
+def test_failed_compute_units_make_the_run_fail_and_are_named(tmp_path: Path) -> None:
+    proc, doc = _run_example(tmp_path, "--engine", "kmer", "--python", str(tmp_path / "no-such-python"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "PROBLEMS" in proc.stdout and "planted matches   0/8 found" in proc.stdout
+    assert proc.stdout.count("executable not found") == 4
+    assert doc["compute_units"] == {"Failed": 4} and not doc["ok"] and doc["hits"] == 0
