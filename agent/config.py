@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pilotdata.errors import DescriptionError
-
 DEFAULT_HEARTBEAT_TTL = 15.0
 """Seconds a heartbeat stays valid; the agent renews it every ``ttl / 3``."""
 DEFAULT_MAX_REASSIGN = 3
@@ -75,6 +73,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _pilot_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _positive_int(text: str) -> int:
     value = _non_negative_int(text)
     if value == 0:
@@ -88,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m agent",
         description="pilot-data agent: runs the ComputeUnits of one pilot on this resource.",
     )
-    p.add_argument("--pilot", required=True, help="pilot id (its record in coordination)")
+    p.add_argument("--pilot", required=True, type=_pilot_id, help="pilot id (its record in coordination)")
     p.add_argument(
         "--url",
         default=None,
@@ -142,8 +146,6 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentConfig:
     Exits with status 2 and a usage message on bad arguments (argparse's convention).
     """
     ns = build_parser().parse_args(argv)
-    if not ns.pilot.strip():
-        raise DescriptionError("--pilot must not be empty", field="pilot", value=ns.pilot)
     return AgentConfig(
         pilot=ns.pilot,
         url=ns.url or os.environ.get("PDATA_URL") or None,
@@ -165,8 +167,9 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentConfig:
 
 
 def url_has_password(url: str | None) -> bool:
-    """Whether ``url`` carries a password (``scheme://user:pw@host`` or ``scheme://:pw@host``)."""
-    if not url or "://" not in url:
+    """Whether ``url`` carries a password (userinfo or a ``password=`` query parameter)."""
+    if not url:
         return False
-    netloc = url.split("://", 1)[1].split("/", 1)[0]
-    return "@" in netloc and ":" in netloc.rsplit("@", 1)[0]
+    from pilotdata.coordination.redis_backend import redact_url
+
+    return redact_url(url) != url

@@ -71,7 +71,7 @@ class Agent:
         self.kill_grace = config.kill_grace
         self.workdir = Path()
         self.slots = SlotPool(1)
-        self.reaper: Reaper = _NO_REAPER
+        self.reaper = Reaper(start=False)  # the real one starts in run()
         self.stager: Stager = stager or _NO_STAGER
         self._stager_given = stager is not None
         self._workers: dict[str, CUWorker] = {}
@@ -369,14 +369,6 @@ class Agent:
             log.info("pilot %s is %s (%s)", self.pilot, final, reason)
 
 
-class _NoReaper(Reaper):
-    """Stands in before :meth:`Agent.run` starts the real reaper."""
-
-    def __init__(self) -> None:  # no sidecar
-        self._lock = threading.Lock()
-        self._proc = None
-
-
 class _NoStager:
     """Stands in before registration chooses the real stager."""
 
@@ -387,7 +379,6 @@ class _NoStager:
         """Nothing to do."""
 
 
-_NO_REAPER = _NoReaper()
 _NO_STAGER = _NoStager()
 
 

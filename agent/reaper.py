@@ -44,11 +44,16 @@ def serve(lines: Iterable[str] | None = None) -> set[int]:
 
 
 class Reaper:
-    """The agent's handle on the reaper sidecar. Best effort: if it cannot start, the agent runs on."""
+    """The agent's handle on the reaper sidecar. Best effort: if it cannot start, the agent runs on.
 
-    def __init__(self) -> None:
+    ``Reaper(start=False)`` is an inert stand-in (every call is a no-op).
+    """
+
+    def __init__(self, *, start: bool = True) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
+        if not start:
+            return
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "agent.reaper"],

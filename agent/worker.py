@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -32,6 +31,7 @@ from agent.slots import SlotPool
 from agent.task import CUFailed, Task
 from pilotdata.coordination import Coordination, TransitionRequest
 from pilotdata.errors import StagingError
+from pilotdata.launchers.base import signal_name
 from pilotdata.states import ComputeUnitState as S
 from pilotdata.states import Kind
 
@@ -82,12 +82,7 @@ class _Lost(Exception):
 
 def signal_reason(code: int) -> str:
     """``exit code 3`` or ``killed by signal SIGKILL`` for a Popen return code."""
-    if code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+    return f"killed by signal {signal_name(-code)}" if code < 0 else f"exit code {code}"
 
 
 class CUWorker(threading.Thread):

@@ -163,11 +163,14 @@ def test_arguments_default_to_pdata_url_and_validate(monkeypatch: pytest.MonkeyP
         parse_args(["--pilot", "p1", "--heartbeat-ttl", "-1"])
     with pytest.raises(SystemExit):
         parse_args([])
+    with pytest.raises(SystemExit):
+        parse_args(["--pilot", " "])
 
 
 def test_url_has_password() -> None:
     assert url_has_password("redis://:secret@host:6379/0")
     assert url_has_password("rediss://user:secret@host/0")
+    assert url_has_password("redis://host:6379/0?password=secret")
     assert not url_has_password("redis://host:6379/0")
     assert not url_has_password("redis://user@host/0")
     assert not url_has_password("sqlite:////tmp/x.sqlite")
