@@ -19,6 +19,7 @@ Cache layout (``<cache>/db-<size>-s<seed>-q<queries>/``)::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -188,17 +189,20 @@ def prepare(cache: Path, db_size: int, seed: int = 42, queries: int = 400, *, pl
     root = cache / cache_key(db_size, seed, queries)
     ready = root / "ready.json"
     started = time.monotonic()
-    reused = ready.exists()
-    if not reused:
-        if root.exists():
-            shutil.rmtree(root)  # an interrupted build
-        meta = _generate(root, db_size, seed, queries, plants)
-        ready.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    meta = json.loads(ready.read_text(encoding="utf-8"))
-    has_blast = (root / "blast.done").exists()
-    if makeblastdb and not has_blast:
-        _make_blast_db(root, makeblastdb)
-        has_blast = True
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{root.name}.lock", "w") as lock:  # two runs never build one entry at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reused = ready.exists()
+        if not reused:
+            if root.exists():
+                shutil.rmtree(root)  # an interrupted build
+            meta = _generate(root, db_size, seed, queries, plants)
+            ready.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        meta = json.loads(ready.read_text(encoding="utf-8"))
+        has_blast = (root / "blast.done").exists()
+        if makeblastdb and not has_blast:
+            _make_blast_db(root, makeblastdb)
+            has_blast = True
     return Workload(root, db_size, seed, int(meta["records"]), queries, read_plants(root / "planted.tsv"),
                     has_blast, time.monotonic() - started, reused)
 
