@@ -162,8 +162,7 @@ def summary_lines(o: Outcome) -> list[str]:
         for who in sorted(t.cached):
             row("", f"{who}: cache holds {len(t.cached[who])} DataUnits, staged "
                     f"{format_size(t.staged_by_pilot.get(who, 0))}")
-    where = ", ".join(f"{k}: {v}" for k, v in sorted(o.placement.items())) or "nowhere"
-    row("where CUs ran", where)
+    row("where CUs ran", where_text(o.placement))
     if o.planted is not None:
         row("planted matches", f"{len(o.planted.found)}/{o.planted.expected} found")
         for p in o.planted.missing[:10]:
@@ -176,6 +175,24 @@ def summary_lines(o: Outcome) -> list[str]:
     kept = "" if o.config.keep else " (stores and sandboxes removed; --keep keeps them)"
     row("run directory", f"{o.run_dir}{kept}")
     return lines
+
+
+def per_site(placement: dict[str, int]) -> dict[str, dict[str, int]]:
+    """``{"site-a/node-1": 3, ...}`` -> ``{"site-a": {"node-1": 3, ...}, ...}``."""
+    sites: dict[str, dict[str, int]] = {}
+    for where, count in placement.items():
+        site, _, machine = where.partition("/")
+        sites.setdefault(site, {})[machine or site] = count
+    return sites
+
+
+def where_text(placement: dict[str, int]) -> str:
+    """``site-a: 4 (node-1: 4); site-b: 4 (node-2: 4)``."""
+    parts = []
+    for site, machines in sorted(per_site(placement).items()):
+        inner = ", ".join(f"{m}: {n}" for m, n in sorted(machines.items()))
+        parts.append(f"{site}: {sum(machines.values())} ({inner})")
+    return "; ".join(parts) or "nowhere"
 
 
 def data_desc(o: Outcome) -> str:
@@ -196,6 +213,7 @@ def summary_json(o: Outcome) -> str:
         "compute_units": o.cu_states,
         "failures": o.cu_failures,
         "placement": o.placement,
+        "placement_by_site": {site: sum(m.values()) for site, m in per_site(o.placement).items()},
         "phases_seconds": {k: round(v, 3) for k, v in o.phases.items()},
         "db_size": o.workload.db_size,
         "db_du": o.db_du,

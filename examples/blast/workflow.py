@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pilotdata import ComputeDataService, PilotComputeService, PilotDataService
+from pilotdata import ComputeDataService, ComputeUnit, PilotComputeService, PilotDataService
 from pilotdata.config import data_dir
 from pilotdata.errors import PilotDataError
 from pilotdata.session import Session
@@ -144,6 +145,11 @@ def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotCompu
     run_dir, engine, workload = out.run_dir, out.engine, out.workload
     sites = SITES[:min(len(SITES), cfg.pilots)]
     t0 = time.monotonic()
+    deadline = t0 + cfg.timeout
+
+    def left() -> float:
+        return max(1.0, deadline - time.monotonic())
+
     for site in sites:
         pds.create_pilot({"service_url": f"file://{run_dir / 'stores' / site}", "affinity_datacenter_label": site})
     pilots = []
@@ -168,7 +174,7 @@ def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotCompu
                  for i, path in enumerate(chunk_files)]
     out_du = cds.submit_data_unit({"name": "hits", "file_urls": [], "affinity_datacenter_label": sites[0]})
     for du in [code_du, db_du, *chunk_dus, out_du]:
-        state = du.wait(timeout=cfg.timeout)
+        state = du.wait(timeout=left())
         if state != "Running":
             raise WorkflowError(f"DataUnit {du.id} ({du.get_details().get('name')}) is {state}: "
                                 f"{du.get_details().get('reason')}")
@@ -193,12 +199,16 @@ def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotCompu
         })
     cus = cds.submit_compute_units(descriptions)
     say(f"submitted {len(cus)} ComputeUnits; waiting ...")
+    pilot_names = report.pilot_names(cds.session, [p.id for p in pilots])
+    progress = _Progress(len(cus), pilot_names, t1, say)
+    for cu in cus:
+        cu.add_done_callback(progress.done)
     try:
-        cds.wait(timeout=cfg.timeout)
+        cds.wait(timeout=left())
     except PilotDataError as exc:
         raise WorkflowError(f"ComputeUnits did not finish: {exc}") from exc
+    progress.finished.wait(timeout=5.0)  # the last callbacks may trail wait() by a moment
     out.phases["compute"] = time.monotonic() - t1
-    pilot_names = report.pilot_names(cds.session, [p.id for p in pilots])
     for cu in cus:
         d = cu.get_details()
         out.cu_states[d["state"]] = out.cu_states.get(d["state"], 0) + 1
@@ -217,3 +227,30 @@ def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotCompu
     out.merged = merge.merge(files, run_dir / "results" / "hits.tsv")
     out.planted = merge.check_planted(out.merged.hits, workload.plants)
     out.phases["merge"] = time.monotonic() - t2
+
+
+class _Progress:
+    """Prints a line as ComputeUnits finish: each one when there are few, about every tenth otherwise."""
+
+    def __init__(self, total: int, pilot_names: dict[str, str], started: float, say: Callable[[str], None]) -> None:
+        self.total = total
+        self.names = pilot_names
+        self.started = started
+        self.say = say
+        self.count = 0
+        self.step = max(1, total // 10)
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+
+    def done(self, cu: ComputeUnit) -> None:
+        """``add_done_callback`` target (runs in the service's watcher thread)."""
+        details = cu.get_details()
+        with self.lock:
+            self.count += 1
+            if not self.count % self.step or self.count == self.total or details["state"] != "Done":
+                where = self.names.get(details["pilot"] or "", details["pilot"] or "no pilot")
+                name = (details.get("description") or {}).get("name", cu.id)
+                self.say(f"  [{time.monotonic() - self.started:6.1f}s] {self.count}/{self.total} finished "
+                         f"(latest: {name} {details['state']} on {where})")
+            if self.count >= self.total:
+                self.finished.set()
