@@ -258,7 +258,7 @@ def report(cli: CliContext, out: Path, since: float | None, title: str | None) -
     pd_by_url = {str(r.data.get("url")): (r.id, r.data.get("labels") or {}) for r in pds}
     bars = timeline_bars(timelines)
     sites = bytes_per_site(transfers, pd_by_url)
-    t0 = min([b.start for b in bars] + [t.time for t in transfers] + ([since] if since else []), default=time.time())
+    t0 = min((b.start for b in bars), default=since or time.time())
     width, height = render(bars, sites, out, title=title or f"pilot-data: namespace {session.namespace}", t0=t0)
     data = {"out": str(out), "width": width, "height": height, "compute_units": len({b.cu_id for b in bars}),
             "pilots": len({b.pilot for b in bars}), "slots": len({(b.pilot, b.lane) for b in bars}),

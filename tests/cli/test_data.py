@@ -121,7 +121,9 @@ def test_put_show_get_replicate_mv_verify(pdata: Pdata, tmp_path: Path) -> None:
     assert pdata.json("show", du)["replicas"]["s2"]["status"] == "complete"
     assert pdata.json("verify", du) == {"id": du, "ok": True, "replicas": {"s1": [], "s2": []}}
 
-    (tmp_path / "s2" / du / "db" / "part1.fa").write_bytes(b"corrupted")
+    bad = tmp_path / "s2" / du / "db" / "part1.fa"
+    bad.unlink()  # same file system: the replica may be a hard link of s1's file; replace, do not write through
+    bad.write_bytes(b"corrupted")
     result = pdata("verify", du, code=1)
     assert "s1: ok" in result.stdout and "s2: 1 problem(s)" in result.stdout
     assert result.stderr.startswith(f"Error: DataUnit {du}: bad replica on s2")

@@ -39,9 +39,9 @@ def _record_transfer(du: str, nbytes: int, destination: str) -> None:
 def test_history_filters(pdata: Pdata, pilot: str) -> None:
     ids = _run_some_units(pdata)
     events = pdata.json("history", "--cu", "bad")
-    assert [(e["from_state"], e["to_state"]) for e in events] == [
-        (None, "New"), ("New", "Pending"), ("Pending", "StagingInput"), ("StagingInput", "Running"),
-        ("Running", "Failed")]
+    moves = [e["to_state"] for e in events if e["to_state"] != "StagingInput"]  # no inputs: staging may be skipped
+    assert moves == ["New", "Pending", "Running", "Failed"]
+    assert events[0]["from_state"] is None and events[-1]["from_state"] == "Running"
     assert events[-1]["detail"]["reason"] == "exit code 4" and events[-1]["pilot"] == pilot
     assert set(events[0]) == {"id", "source", "cursor", "entity", "entity_id", "from_state", "to_state", "time",
                               "pilot", "attempt", "detail"}
