@@ -155,13 +155,14 @@ def put(cli: CliContext, paths: tuple[str, ...], name: str | None, store: str | 
     pd_id = _choose_store(cli, store)
     default_name = (Path(paths[0].rstrip("/")).name or paths[0]) if paths else None
     desc = DataUnitDescription(name=name or default_name, file_urls=paths, labels=to_dict(labels, "--label"))
-    resolve_sources(desc.file_urls)  # missing paths fail here: nothing recorded yet
+    sources = resolve_sources(desc.file_urls)  # missing paths fail here: nothing recorded yet
+    total = sum(s.fs.size(f"{s.root.rstrip('/')}/{n}") for s in sources for n in s.names)
     ops = DataUnits(session)
     du_id = ops.register(desc)
     if empty:
         ops.open_empty(du_id, pd_id)
     else:
-        with byte_progress(cli, f"put {du_id}") as progress:
+        with byte_progress(cli, f"put {du_id}", total) as progress:
             ops.upload(du_id, pd_id, progress=progress)
     rec = ops.record(du_id)
     files = du_entries(rec)
@@ -232,14 +233,15 @@ def show(cli: CliContext, du: str) -> None:
 @pass_cli
 def get(cli: CliContext, du: str, dest: str, files: tuple[str, ...], store: str | None) -> None:
     """Copy a DataUnit's files into DEST (a local directory or a store URL)."""
-    from pilotdata.dataunits import DataUnits
+    from pilotdata.dataunits import DataUnits, du_entries
 
     session = cli.session()
     du_id = resolve(session, Kind.DU, du)
     pd_id = resolve(session, Kind.PD, store) if store else None
-    with byte_progress(cli, f"get {du_id}") as progress:
-        written = DataUnits(session).export(du_id, dest, files=list(files) or None, pd_id=pd_id,
-                                            progress=progress)
+    ops = DataUnits(session)
+    total = sum(e.size for e in du_entries(ops.record(du_id)) if not files or e.path in files)
+    with byte_progress(cli, f"get {du_id}", total) as progress:
+        written = ops.export(du_id, dest, files=list(files) or None, pd_id=pd_id, progress=progress)
     emit(cli, {"id": du_id, "destination": dest, "files": written},
          lambda: click.echo(f"{len(written)} file(s) of {du_id} -> {dest}"))
 
@@ -263,13 +265,13 @@ def mv(cli: CliContext, du: str, to: str) -> None:
 
 
 def _copy_to(cli: CliContext, du: str, to: str, *, move: bool) -> None:
-    from pilotdata.dataunits import DataUnits
+    from pilotdata.dataunits import DataUnits, du_size
 
     session = cli.session()
     du_id, pd_id = resolve(session, Kind.DU, du), resolve(session, Kind.PD, to)
     ops = DataUnits(session)
     verb, action = ("move", ops.move) if move else ("replicate", ops.replicate)
-    with byte_progress(cli, f"{verb} {du_id} -> {pd_id}") as progress:
+    with byte_progress(cli, f"{verb} {du_id} -> {pd_id}", du_size(ops.record(du_id))) as progress:
         action(du_id, pd_id, progress=progress)
     click.echo(f"{du_id} {'moved' if move else 'replicated'} to {pd_id}", err=True)
 

@@ -8,7 +8,6 @@ that prints it for humans; ``--json`` prints the value instead. Progress bars (:
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -95,38 +94,32 @@ def warn(message: str) -> None:
 
 
 class _ByteBar:
-    """Adapts the transfer engine's ``progress(done_bytes, total_bytes)`` calls to a click progress bar.
+    """Draws the transfer engine's ``progress(bytes_delta, files_done)`` calls as a bar of ``total`` bytes.
 
-    A call whose ``done`` goes backwards or whose ``total`` changes starts a new segment (an upload of
-    several sources reports each source from zero); the bar then grows to hold it.
+    Deltas may be negative (a failed attempt's bytes taken back before a retry): the bar never moves
+    backwards, it waits until the bytes delivered catch up with what it shows.
     """
 
-    def __init__(self, label: str, enabled: bool) -> None:
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
         self.label = label
+        self.total = max(int(total), 1)
         self.enabled = enabled
         self._bar: Any = None
-        self._base = 0
-        self._seg: tuple[int, int] = (0, -1)
+        self._delivered = 0
         self._shown = 0
-        self._lock = threading.Lock()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, delta: int, files_done: int) -> None:
         if not self.enabled:
             return
-        with self._lock:
-            seg_done, seg_total = self._seg
-            if total != seg_total or done < seg_done:
-                self._base += max(seg_done, 0)
-            self._seg = (done, total)
-            if self._bar is None:
-                self._bar = click.progressbar(length=max(total, 1), label=self.label, show_percent=True,
-                                              file=click.get_text_stream("stderr"))
-                self._bar.__enter__()
-            self._bar.length = max(self._bar.length, self._base + total, 1)
-            position = self._base + done
-            if position > self._shown:
-                self._bar.update(position - self._shown)
-                self._shown = position
+        if self._bar is None:
+            self._bar = click.progressbar(length=self.total, label=self.label, show_percent=True,
+                                          file=click.get_text_stream("stderr"))
+            self._bar.__enter__()
+        self._delivered = max(0, self._delivered + delta)
+        step = min(self._delivered, self.total) - self._shown
+        if step > 0:
+            self._bar.update(step)
+            self._shown += step
 
     def close(self) -> None:
         if self._bar is not None:
@@ -135,9 +128,10 @@ class _ByteBar:
 
 
 @contextmanager
-def byte_progress(cli: CliContext, label: str) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback drawing a bar on stderr (a no-op when bars are off)."""
-    bar = _ByteBar(label, cli.show_progress())
+def byte_progress(cli: CliContext, label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A transfer ``progress(bytes_delta, files_done)`` callback drawing a bar of ``total`` bytes on stderr
+    (a no-op when bars are off)."""
+    bar = _ByteBar(label, total, cli.show_progress())
     try:
         yield bar
     finally:

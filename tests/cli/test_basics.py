@@ -139,17 +139,19 @@ def _completions(env: dict[str, str]) -> list[str]:
     return [line.split(",", 1)[1] for line in out.stdout.splitlines()]
 
 
-def test_byte_progress_spans_several_sources() -> None:
-    """An upload of two sources reports each from zero: the bar grows and never goes backwards."""
+def test_byte_progress_follows_deltas_and_never_goes_back() -> None:
+    """The transfer engine reports ``(bytes_delta, files_done)``; a retry takes bytes back (negative delta)."""
     from pilotdata.cli.output import _ByteBar
 
-    bar = _ByteBar("put", enabled=True)
+    bar = _ByteBar("put", 140, enabled=True)
     try:
-        for done, total in [(0, 100), (60, 100), (100, 100), (0, 40), (25, 40), (40, 40)]:
-            bar(done, total)
-        assert bar._shown == 140 and bar._bar.length == 140
+        shown = []
+        for delta in (60, 40, -30, 20, 50):
+            bar(delta, 0)
+            shown.append(bar._shown)
+        assert shown == [60, 100, 100, 100, 140] and bar._bar.length == 140
     finally:
         bar.close()
-    off = _ByteBar("put", enabled=False)
-    off(10, 10)
+    off = _ByteBar("put", 10, enabled=False)
+    off(10, 1)
     assert off._bar is None

@@ -98,8 +98,9 @@ def test_put_show_get_replicate_mv_verify(pdata: Pdata, tmp_path: Path) -> None:
     db, query = _inputs(tmp_path)
     pdata("store", "add", "s1", str(tmp_path / "s1"), "--label", "datacenter=a")
     pdata("store", "add", "s2", str(tmp_path / "s2"), "--label", "datacenter=b")
-    du = pdata("put", str(db), "--name", "genome", "--store", "s1").stdout.strip()
-    assert du.startswith("du-")
+    put = pdata("--progress", "put", str(db), "--name", "genome", "--store", "s1")
+    du = put.stdout.strip()  # only the id on stdout: DU=$(pdata put ...) works with bars on
+    assert du.startswith("du-") and put.stderr.startswith(f"put {du}")
     qdu = pdata.json("put", str(query), "--store", "s1")
     assert qdu["name"] == "query.fa" and qdu["files"] == 1 and qdu["state"] == "Running"
 
