@@ -72,6 +72,9 @@ class PdataGroup(click.Group):
             code = self._report(exc, state, self._usage_message(exc))
         except PilotDataError as exc:
             code = self._report(exc, state, str(exc))
+        except OSError as exc:  # a local file the command reads or writes (report --out, logs, get DEST)
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            code = self._report(exc, state, f"{exc.strerror or exc}{where}")
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             code = 130

@@ -217,7 +217,10 @@ def render(bars: Sequence[Bar], sites: Mapping[str, int], out: Path, *, title: s
     legend = [Patch(color=STAGE_IN_COLOUR, label="staging input"),
               Patch(color=STAGE_OUT_COLOUR, label="staging output"),
               *[Patch(color=c, label=s if s != "active" else "running") for s, c in STATE_COLOURS.items()]]
-    fig.legend(handles=legend, loc="outside upper right", ncol=6, fontsize=8, frameon=False)
+    try:
+        fig.legend(handles=legend, loc="outside upper right", ncol=6, fontsize=8, frameon=False)
+    except ValueError:  # matplotlib < 3.7 has no "outside" legends
+        ax.legend(handles=legend, loc="upper right", ncol=3, fontsize=7)
     if sites:
         names = list(sites)
         bx.bar(names, [sites[n] / 1e6 for n in names], color=[SITE_COLOURS[i % len(SITE_COLOURS)]

@@ -92,6 +92,10 @@ def test_report_png_timeline_and_bytes_per_site(pdata: Pdata, pilot: str, tmp_pa
 def test_report_bad_output_and_missing_matplotlib(pdata: Pdata, tmp_path: Path) -> None:
     assert "must end in .png" in pdata.error("report", "--out", str(tmp_path / "r.jpg"))
     assert "Missing option '--out'" in pdata.error("report")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    line = pdata.error("report", "--out", str(blocker / "r.png"), code=1)  # an OSError: one line, no traceback
+    assert line.startswith("Error: ") and str(blocker) in line
     code = ("import sys; sys.modules['matplotlib'] = None\n"  # what an install without the extra looks like
             "from pilotdata.cli import main\n"
             f"sys.exit(main(['report', '--out', {str(tmp_path / 'r.png')!r}]))")
