@@ -79,8 +79,8 @@ class PdataGroup(click.Group):
             click.echo("Error: interrupted", err=True)
             code = 130
         except Exception as exc:  # a bug: still one line, the traceback with --debug
-            code = self._report(exc, state, f"internal error: {type(exc).__name__}: {exc}"
-                                + ("" if state.debug else " (run with --debug for the traceback)"))
+            self._report(exc, state, f"internal error: {type(exc).__name__}: {exc}"
+                         + ("" if state.debug else " (run with --debug for the traceback)"))
             code = EXIT_FAILURE
         if standalone_mode:
             sys.exit(code)
@@ -96,12 +96,15 @@ class PdataGroup(click.Group):
 
     @staticmethod
     def _report(exc: BaseException, state: CliContext, message: str) -> int:
+        def scrub(text: str) -> str:
+            for secret in state.secrets():
+                text = text.replace(secret, "***")
+            return text
+
         if state.debug:
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        line = _one_line(message)
-        for secret in state.secrets():
-            line = line.replace(secret, "***")
-        click.echo(f"Error: {line}", err=True)
+            click.echo(scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))), err=True,
+                       nl=False)
+        click.echo(f"Error: {scrub(_one_line(message))}", err=True)
         return exit_code_for(exc)
 
 

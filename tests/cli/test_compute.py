@@ -204,6 +204,8 @@ def test_password_in_the_coordination_url_is_never_printed(pdata: Pdata, secret_
         wrong = secret_redis.url.replace(password, password + "x")
         outputs.append(pdata("pilot", "ls", code=1, env={"PDATA_URL": wrong}))
         assert outputs[-1].stderr.startswith("Error: ") and len(outputs[-1].stderr.splitlines()) == 1
+        outputs.append(pdata("--debug", "pilot", "ls", code=1, env={"PDATA_URL": wrong}))
+        assert "Traceback" in outputs[-1].stderr
     finally:
         outputs.append(pdata("pilot", "stop", "--all", env=env))
     for result in outputs:
