@@ -30,7 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -373,21 +373,58 @@ def _parallelism(src: Endpoint, dst: Endpoint, workers: int) -> int:
     return workers
 
 
+def _schedule(entries: list[FileEntry], chunk_size: int) -> list[int]:
+    """Order of work: large files first (they start early, small ones fill the gaps), then small files
+    taking their directories in turn, so parallel creates do not all queue on one directory's lock."""
+    big = sorted((i for i, e in enumerate(entries) if (e.size or 0) >= chunk_size),
+                 key=lambda i: -(entries[i].size or 0))
+    by_dir: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        if (e.size or 0) < chunk_size:
+            by_dir.setdefault(e.path.rpartition("/")[0], []).append(i)
+    queues = list(by_dir.values())
+    small: list[int] = []
+    depth = 0
+    while len(small) < sum(len(q) for q in queues):
+        small.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return big + small
+
+
 def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_Outcome]:
+    """Run every copy on ``workers`` threads pulling from one queue; stop all at the first failure."""
+    order = iter(_schedule(entries, copier.chunk_size))
+    take = threading.Lock()
     errors: list[BaseException] = []
     results: dict[int, _Outcome] = {}
-    # largest first: the long copies start early and the small ones fill the gaps
-    order = sorted(range(len(entries)), key=lambda i: -(entries[i].size or 0))
-    with ThreadPoolExecutor(max_workers=min(workers, len(entries)), thread_name_prefix="transfer") as pool:
-        futures = {pool.submit(copier.run, entries[i]): i for i in order}
-        for fut in as_completed(futures):
+
+    def work() -> None:
+        while not copier.cancel.is_set():
+            with take:
+                i = next(order, None)
+            if i is None:
+                return
             try:
-                results[futures[fut]] = fut.result()
+                results[i] = copier.run(entries[i])
             except _Cancelled:
-                continue
+                return
             except BaseException as exc:
-                copier.cancel.set()
                 errors.append(exc)
+                copier.cancel.set()
+                return
+
+    threads = [threading.Thread(target=work, name=f"transfer-{n}", daemon=True)
+               for n in range(min(workers, len(entries)))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:  # KeyboardInterrupt in the caller: stop the workers, then let it through
+        copier.cancel.set()
+        for t in threads:
+            t.join()
+        raise
     if errors:
         first = errors[0]
         if isinstance(first, TransferError):

@@ -71,6 +71,8 @@ def link_file(src: str, final: str, *, allow_symlink: bool, read_only: bool) -> 
             st = os.stat(tmp)
             os.chmod(tmp, st.st_mode & 0o7555)
         os.replace(tmp, final)
+        if os.path.lexists(tmp):  # final already was this inode: rename(2) did nothing
+            os.unlink(tmp)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -36,7 +36,7 @@ __all__ = ["BufferedFileWriter", "ObjectEndpoint", "S3Writer", "is_s3fs", "same_
 MIN_PART = 5 * 2**20
 MAX_PARTS = 10_000
 PARTS_IN_FLIGHT = 4
-RANGES_IN_FLIGHT = 4
+RANGES_IN_FLIGHT = 8
 
 
 def is_s3fs(fs: Any) -> bool:

@@ -4,9 +4,11 @@ paramiko's ``SFTPClient`` must not be used by two threads at once: both would re
 the one channel and take each other's. fsspec's SFTPFileSystem has a single client (``fs.ftp``),
 so the engine opens its own channels on the filesystem's SSH transport instead, through a
 :class:`ChannelPool` shared by every copy over that connection. A channel is held by one file
-operation at a time and reused afterwards; there are at most :data:`MAX_CHANNELS` per connection
-(OpenSSH's ``MaxSessions`` is 10, and ``fs.ftp`` takes one). A channel that saw an error is
-closed, not reused.
+operation at a time and reused afterwards; there are at most :data:`MAX_CHANNELS` (4) per
+connection: OpenSSH's ``MaxSessions`` is 10 and ``fs.ftp`` takes one, and paramiko does its
+packet work in Python under the GIL, so on loopback more channels add thread switching, not
+speed (a copy asking for more workers waits for a free channel). A channel that saw an error
+is closed, not reused; if the server refuses a channel the pool lives with the ones it has.
 
 Tuning (loopback, 2 cores: about 200-240 MB/s each way, where scp does 250-390):
 
@@ -35,7 +37,7 @@ from transfer.endpoints import Endpoint, Writer, quiet_close, token
 
 __all__ = ["MAX_CHANNELS", "ChannelPool", "SFTPEndpoint", "SFTPWriter", "pool_for", "sftp_iter"]
 
-MAX_CHANNELS = 8
+MAX_CHANNELS = 4
 WINDOW = 32 * 2**20
 PACKET = 64 * 2**10
 OPENSSH_REQUEST = 255 * 2**10
@@ -234,8 +236,8 @@ class SFTPWriter(Writer):
         self.f.close()
 
     def stored_size(self) -> int | None:
-        """``stat`` of the part file."""
-        return int(self.client.stat(self.tmp).st_size)
+        """None: ``close`` checked every pipelined write's acknowledgement; a ``stat`` adds a round trip."""
+        return None
 
     def read_back(self, chunk_size: int) -> Iterator[bytes] | None:
         """The part file's bytes."""
@@ -284,6 +286,13 @@ def sftp_iter(f: Any, request: int, chunk_size: int, name: str) -> Iterator[byte
     """Read paramiko SFTPFile ``f`` to its (fstat) size with windowed ``readv``, in ``chunk_size`` pieces."""
     f.MAX_REQUEST_SIZE = request
     size = int(f.stat().st_size)
+    if size <= request:  # one request: no prefetch thread
+        data = f.read(size) if size else b""
+        if len(data) != size:
+            raise EOFError(f"short read of {name}: the file changed during the copy")
+        if data:
+            yield data
+        return
     window = max(chunk_size, MIN_READ_WINDOW)
     offset = 0
     while offset < size:

@@ -219,6 +219,16 @@ def test_local_copies_are_hard_links_to_the_same_inode_and_read_only(site_factor
     assert report.bytes == sum(len(d) for d in files.values())
 
 
+@pytest.mark.parametrize("link", [True, False])
+def test_copying_a_directory_onto_itself_changes_nothing(link: bool, site_factory: Callable[..., Site]) -> None:
+    site = site_factory("file")
+    files = dataset(9, 5)
+    populate(site, files)
+    report = copy_files(site.fs, site.root, site.fs, site.root, manifest(files), link=link)
+    assert report.files == len(files) and site.listing() == sorted(files)
+    assert verify_files(site.fs, site.root, manifest(files)) == []
+
+
 def test_link_false_copies_bytes_into_a_new_inode(site_factory: Callable[..., Site]) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     populate(src, {"f": b"bytes"})
