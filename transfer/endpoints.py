@@ -112,7 +112,7 @@ class Endpoint:
         return int(self.fs.info(self.path(rel))["size"])
 
     def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[bytes]:
-        """The bytes of ``rel`` in chunks of at most ``chunk_size``, read to EOF."""
+        """The bytes of ``rel`` in chunks (about ``chunk_size``; SFTP reads whole windows), read to EOF."""
         with self.fs.open(self.path(rel), "rb") as f:
             while True:
                 data = f.read(chunk_size)

@@ -45,11 +45,11 @@ class KnownHostsSFTP(SFTPFileSystem):  # type: ignore[misc]
         self.ftp = client.open_sftp()
 
 
-def sftp_fs(server: servers.SshServer) -> KnownHostsSFTP:
-    """A host-key-checking SFTP filesystem on the test sshd."""
+def sftp_fs(server: servers.SshServer, **extra: Any) -> KnownHostsSFTP:
+    """A host-key-checking SFTP filesystem on the test sshd (``extra``: more paramiko connect options)."""
     return KnownHostsSFTP(
         server.host, known_hosts=str(server.known_hosts), port=server.port, username=server.user,
-        key_filename=str(server.key_file), look_for_keys=False, allow_agent=False,
+        key_filename=str(server.key_file), look_for_keys=False, allow_agent=False, **extra,
     )
 
 

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from tests.transfer.conftest import KINDS, Site, dataset, manifest, populate
+from tests.transfer.conftest import KINDS, Site, dataset, manifest, populate, sftp_fs
 from transfer import (
     ChecksumMismatchError,
     FileEntry,
@@ -294,6 +294,30 @@ def test_sftp_to_sftp_on_one_connection_shares_its_channels(site_factory: Callab
     report = copy_files(src.fs, src.root, src.fs, str(other), manifest(files), workers=8)
     assert report.files == len(files)
     assert verify_files(LocalFileSystem(), str(other), manifest(files)) == []
+
+
+def test_sftp_connections_are_rekeyed_onto_aes_gcm_only_when_allowed(
+    site_factory: Callable[..., Site], sshd_server: Any, tmp_path: Path
+) -> None:
+    src = site_factory("file", "src")
+    populate(src, {"f": b"data"})
+    fs = sftp_fs(sshd_server)
+    key = fs.client.get_transport().get_remote_server_key()
+    try:
+        copy_files(src.fs, src.root, fs, str(tmp_path / "a"), ["f"])
+        transport = fs.client.get_transport()
+        assert transport.remote_cipher.endswith("gcm@openssh.com") and transport.is_active()
+        assert transport.get_remote_server_key() == key
+    finally:
+        fs.client.close()
+    gcm = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
+    fs = sftp_fs(sshd_server, disabled_algorithms={"ciphers": gcm})
+    try:
+        copy_files(src.fs, src.root, fs, str(tmp_path / "b"), ["f"])
+        assert not fs.client.get_transport().remote_cipher.endswith("gcm@openssh.com")
+    finally:
+        fs.client.close()
+    assert (tmp_path / "a" / "f").read_bytes() == (tmp_path / "b" / "f").read_bytes() == b"data"
 
 
 # ------------------------------------------------------------------ large files
