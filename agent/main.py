@@ -224,7 +224,8 @@ class Agent:
         if free == 0:
             self.slots.wait_for_free(1, wait)
             return
-        ids = self.coord.claim(self.pilot, limit=free, timeout=wait)
+        # prefetch up to one extra round of slots, held locally, so a freed slot restarts at once
+        ids = self.coord.claim(self.pilot, limit=free + self.slots.total, timeout=wait)
         if ids:
             self._accept(ids)
 

@@ -19,6 +19,7 @@ fails the CU with it. Nothing is swallowed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -35,13 +36,6 @@ log = logging.getLogger(__name__)
 
 WAITABLE_DU_STATES = frozenset({DataUnitState.NEW.value, DataUnitState.PENDING.value})
 """DU states in which input staging waits for a first complete replica."""
-
-
-def _transfer_entries(entries: Sequence[Any]) -> list[Any]:
-    """DU manifest entries -> the transfer engine's FileEntry objects."""
-    import transfer
-
-    return [transfer.FileEntry(e.path, e.size, e.sha256) for e in entries]
 
 
 class DataStager:
@@ -93,10 +87,10 @@ class DataStager:
             if du_id in self._cached:
                 return self._cached[du_id]
             import transfer
-            from pilotdata.dataunits import complete_replicas, du_entries
+            from pilotdata.dataunits import complete_replicas, du_entries, to_transfer_entries
 
             record = self._ready_record(du_id)
-            entries = _transfer_entries(du_entries(record))
+            entries = to_transfer_entries(du_entries(record))
             key = transfer.cache_key(du_id, entries)
             if self._cache is None:
                 self._cache = transfer.PilotCache(self.cache_dir)
@@ -165,9 +159,18 @@ class DataStager:
             "transfer",
             du_id,
             {"du": du_id, "bytes": nbytes, "seconds": time.monotonic() - started, "source": store.url,
-             "destination": f"pilot-cache:{self.pilot}", "ok": True},
+             "destination": f"pilot-cache:{self.pilot}", "ok": True, "method": self._method(store)},
             pilot=self.pilot,
         )
+
+    def _method(self, store: Any) -> str:
+        """``link`` when the cache could hard-link the replica (same local filesystem), else ``copy``."""
+        if store.scheme != "file":
+            return "copy"
+        try:
+            return "link" if os.stat(store.root).st_dev == os.stat(self.cache_dir).st_dev else "copy"
+        except OSError:
+            return "copy"
 
     # ----------------------------------------------------------------- output
     def stage_out(self, task: Task, sandbox: Path) -> None:

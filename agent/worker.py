@@ -68,6 +68,7 @@ class Host(Protocol):
     def worker_done(self, worker: CUWorker) -> None:
         """Called by the worker thread when it is done with its CU (slots already released)."""
 
+
     def failing_worker(self, failures: int) -> None:
         """Called when the consecutive-failure limit is reached."""
 
@@ -115,11 +116,16 @@ class CUWorker(threading.Thread):
             return self._interrupt_kind
 
     # ------------------------------------------------------------------ plumbing
-    def _move(self, to: S, detail: Mapping[str, Any] | None = None) -> None:
-        """Compare-and-set transition from :attr:`state`; :class:`_Lost` if someone else moved it."""
+    def _move(self, to: S, detail: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> None:
+        """Compare-and-set transition from :attr:`state`; :class:`_Lost` if someone else moved it.
+
+        ``data`` keys are written in the same atomic step; a move to a final state also drops the CU from
+        this pilot's in-progress list in that step (one round trip for the whole ending).
+        """
         if self.abandoned:
             raise _Lost(None)
-        req = TransitionRequest(self.task.id, to.value, self.state, self.host.pilot, detail)
+        final = to in (S.DONE, S.FAILED, S.CANCELED)
+        req = TransitionRequest(self.task.id, to.value, self.state, self.host.pilot, detail, data, release=final)
         result = self.host.coord.transition_many(Kind.CU, [req])[0]
         if not result.ok:
             raise _Lost(result.previous)
@@ -161,19 +167,25 @@ class CUWorker(threading.Thread):
             return
         if kind:
             raise _Lost(kind)
-        self._move(S.STAGING_INPUT, {"host": socket.gethostname()})
+        host = socket.gethostname()
+        staged = bool(task.description.input_data)
         try:
             sandbox = make_sandbox(self.host.workdir, task)
-            coord.update_data(Kind.CU, task.id, {"sandbox": str(sandbox)})
-            self.host.stager.stage_in(task, sandbox)
         except CUFailed as failure:
             self._fail(failure)
             return
-        except StagingError as exc:
-            if self._interrupted_before_start():  # a stop/cancel cut staging short: not the CU's fault
+        if staged:  # no inputs: straight from Pending to Running (one round trip less per CU)
+            self._move(S.STAGING_INPUT, {"host": host}, {"sandbox": str(sandbox)})
+            try:
+                self.host.stager.stage_in(task, sandbox)
+            except CUFailed as failure:
+                self._fail(failure)
                 return
-            self._fail(CUFailed(f"input staging failed: {exc}"))
-            return
+            except StagingError as exc:
+                if self._interrupted_before_start():  # a stop/cancel cut staging short: not the CU's fault
+                    return
+                self._fail(CUFailed(f"input staging failed: {exc}"))
+                return
         if self._interrupted_before_start():
             return
         try:
@@ -188,10 +200,10 @@ class CUWorker(threading.Thread):
         except CUFailed as failure:
             self._fail(failure)
             return
-        running: dict[str, Any] = {"host": socket.gethostname(), "slots": task.processes}
+        running: dict[str, Any] = {"host": host, "slots": task.processes}
         if task.is_mpi:
             running["launcher"] = os.path.basename(argv[0])
-        self._move(S.RUNNING, running)
+        self._move(S.RUNNING, running, None if staged else {"sandbox": str(sandbox)})
         try:
             launched = spawn(argv, sandbox, env, stdout, stderr)
         except CUFailed as failure:
@@ -203,23 +215,24 @@ class CUWorker(threading.Thread):
         if code != 0:
             self._fail(CUFailed(signal_reason(code), retryable=True, exit_code=code))
             return
-        self._move(S.STAGING_OUTPUT, {"exit_code": 0})
-        try:
-            self.host.stager.stage_out(task, sandbox)
-        except StagingError as exc:
-            self._fail(CUFailed(f"output staging failed: {exc}", exit_code=0))
-            return
-        coord.update_data(Kind.CU, task.id, {"exit_code": 0, "reason": None})
-        self._move(S.DONE, {"exit_code": 0})
+        if task.description.output_data:  # no outputs: straight from Running to Done
+            self._move(S.STAGING_OUTPUT, {"exit_code": 0})
+            try:
+                self.host.stager.stage_out(task, sandbox)
+            except StagingError as exc:
+                self._fail(CUFailed(f"output staging failed: {exc}", exit_code=0))
+                return
+        self._move(S.DONE, {"exit_code": 0}, {"exit_code": 0, "reason": None})
         self.host.streak.success()
-        self._release()
 
     def _interrupted_before_start(self) -> bool:
         """Handle a cancel / stop that arrived during input staging; True if the CU must not start."""
         kind = self.interrupt_kind
         if not kind:
             return False
-        if kind.startswith("stop:"):
+        if kind.startswith("stop:") and self.state == S.PENDING.value:  # never started: back unchanged
+            self.host.coord.unclaim(self.host.pilot, [self.task.id])
+        elif kind.startswith("stop:"):
             self._requeue(kind[5:])
         else:
             raise _Lost(kind)
@@ -260,15 +273,14 @@ class CUWorker(threading.Thread):
         detail: dict[str, Any] = {"reason": failure.reason}
         if failure.exit_code is not None:
             detail["exit_code"] = failure.exit_code
-        coord.update_data(Kind.CU, task.id, {"reason": failure.reason, "exit_code": failure.exit_code})
+        outcome = {"reason": failure.reason, "exit_code": failure.exit_code}
         if failure.retryable and self.host.policies.may_retry(task):
             retries = self.host.policies.retries_for(task)
-            self._move(S.PENDING, {**detail, "retry": f"{task.attempt + 1}/{retries}"})
+            self._move(S.PENDING, {**detail, "retry": f"{task.attempt + 1}/{retries}"}, outcome)
             coord.unclaim(self.host.pilot, [task.id])
             log.info("CU %s: %s; retry %d of %d", task.id, failure.reason, task.attempt + 1, retries)
         else:
-            self._move(S.FAILED, detail)
-            self._release()
+            self._move(S.FAILED, detail, outcome)
             log.info("CU %s: Failed: %s", task.id, failure.reason)
         if self.host.streak.failure():
             self.host.failing_worker(self.host.streak.count)

@@ -85,7 +85,8 @@ def _entries_patch(entries: Iterable[transfer.FileEntry]) -> dict[str, Any]:
     return {f"{FILE_PREFIX}{e.path}": {"size": e.size, "sha256": e.sha256} for e in entries}
 
 
-def _to_transfer_entries(entries: Iterable[DUFile]) -> list[transfer.FileEntry]:
+def to_transfer_entries(entries: Iterable[DUFile]) -> list[transfer.FileEntry]:
+    """The manifest as the transfer engine's entries."""
     return [transfer.FileEntry(e.path, e.size, e.sha256) for e in entries]
 
 
@@ -249,7 +250,7 @@ class DataUnits:
         try:
             src, dst = self.store(src_pd), self.store(pd_id)
             dst.check_quota(sum(e.size for e in entries))
-            self._copy(src.fs, src.path(du_id), dst, du_id, _to_transfer_entries(entries), progress=progress,
+            self._copy(src.fs, src.path(du_id), dst, du_id, to_transfer_entries(entries), progress=progress,
                        link=True)
         except Exception as exc:
             self.coord.update_data(Kind.DU, du_id, {key: {"status": "failed", "time": time.time(),
@@ -306,7 +307,7 @@ class DataUnits:
         dst = open_store(target, storage_options=storage_options)
         dst.makedirs("")
         try:
-            transfer.copy_files(src.fs, src.path(du_id), dst.fs, dst.root, _to_transfer_entries(entries),
+            transfer.copy_files(src.fs, src.path(du_id), dst.fs, dst.root, to_transfer_entries(entries),
                                 workers=self.workers, progress=progress, link=False)
         except Exception as exc:
             raise _converted(exc, f"DataUnit {du_id} export to {dst.url}") from exc
@@ -315,7 +316,7 @@ class DataUnits:
     def verify(self, du_id: str, pd_id: str | None = None) -> dict[str, list[str]]:
         """Check each complete replica (or ``pd_id``) against the manifest: ``{pd: [problems]}``."""
         rec = self.record(du_id)
-        entries = _to_transfer_entries(du_entries(rec))
+        entries = to_transfer_entries(du_entries(rec))
         out: dict[str, list[str]] = {}
         for pd in [pd_id] if pd_id else complete_replicas(rec):
             store = self.store(pd)
@@ -354,6 +355,16 @@ class DataUnits:
         return transfer.copy_files(src_fs, src_root, dst.fs, dst.path(du_id), items, workers=self.workers,
                                    progress=progress, link=link, read_only=link)
 
+    def fail(self, du_id: str, reason: str) -> None:
+        """Mark the DU Failed with ``reason`` unless it is already final or has a complete replica."""
+        rec = self.record(du_id)
+        if rec.state in FINAL_STATES or complete_replicas(rec):
+            return
+        try:
+            self.coord.transition(Kind.DU, du_id, DataUnitState.FAILED, detail={"reason": reason})
+        except IllegalTransitionError:
+            pass  # someone finished it meanwhile
+
     def _transition(self, du_id: str, to: DataUnitState, reason: str | None = None) -> None:
         try:
             self.coord.transition(Kind.DU, du_id, to, detail={"reason": reason} if reason else None)
@@ -365,12 +376,7 @@ class DataUnits:
         reason = str(_converted(exc, "upload")) if isinstance(exc, Exception) else repr(exc)
         self.coord.update_data(Kind.DU, du_id, {f"{REPLICA_PREFIX}{pd_id}": {
             "status": "failed", "time": time.time(), "reason": reason}})
-        rec = self.record(du_id)
-        if not complete_replicas(rec) and rec.state not in FINAL_STATES:
-            try:
-                self.coord.transition(Kind.DU, du_id, DataUnitState.FAILED, detail={"reason": reason})
-            except IllegalTransitionError:
-                pass
+        self.fail(du_id, reason)
 
     def _record_transfer(self, du_id: str, source: str, dst: Store, nbytes: int, seconds: float,
                          pilot: str | None = None) -> None:

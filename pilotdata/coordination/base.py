@@ -72,6 +72,10 @@ class TransitionRequest:
     """Pilot performing the move; recorded on the entity and the event when given."""
     detail: Mapping[str, Any] | None = None
     """JSON-serialisable detail recorded with the event and as the entity's last detail."""
+    data: Mapping[str, Any] | None = None
+    """Top-level ``data`` keys set in the same atomic step when the move applies (``None`` deletes a key)."""
+    release: bool = False
+    """When the move applies, also remove the id from ``pilot``'s in-progress list (same atomic step)."""
 
 
 @dataclass(frozen=True)
@@ -211,13 +215,15 @@ class Coordination(ABC):
         expected: str | None = None,
         pilot: str | None = None,
         detail: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> TransitionResult:
         """Move one entity to ``to``: the single choke point for state changes.
 
+        ``data`` keys are set in the same atomic step (like :meth:`update_data`), only if the move applies.
         Raises :class:`~pilotdata.errors.IllegalTransitionError` when the table (or ``expected``) forbids
         it and :class:`~pilotdata.errors.NotFoundError` when the entity does not exist.
         """
-        req = TransitionRequest(entity_id, str(to), expected, pilot, detail)
+        req = TransitionRequest(entity_id, str(to), expected, pilot, detail, data)
         return self.transition_many(kind, [req])[0].raise_for_error()
 
     # -------------------------------------------------------------------- queues

@@ -62,7 +62,7 @@ local function member(set, value)
 end
 -- One checked transition of entity hash `ekey`; appends its event to `stream`.
 -- Returns {1, previous, attempt} when applied, {0, current or false, attempt} when not.
-local function transition(ekey, stream, kind, id, to, expected, pilot, detail, now, allowed, retry)
+local function transition(ekey, stream, kind, id, to, expected, pilot, detail, now, allowed, retry, data, release)
   local cur = redis.call('HMGET', ekey, 'state', 'attempt')
   local state = cur[1]
   if not state then return {0, false, 0} end
@@ -78,14 +78,26 @@ local function transition(ekey, stream, kind, id, to, expected, pilot, detail, n
     fields[#fields + 1] = 'pilot'; fields[#fields + 1] = pilot
     event[#event + 1] = 'pilot'; event[#event + 1] = pilot
   end
+  if data and data ~= '' then
+    -- [[field, json value or false], ...]: set or delete data keys with the move
+    for _, pair in ipairs(cjson.decode(data)) do
+      if pair[2] then
+        fields[#fields + 1] = pair[1]; fields[#fields + 1] = pair[2]
+      else
+        redis.call('HDEL', ekey, pair[1])
+      end
+    end
+  end
   redis.call('HSET', ekey, unpack(fields))
   redis.call('XADD', stream, '*', unpack(event))
+  if release and release ~= '' then redis.call('LREM', release, 1, id) end
   return {1, state, attempt}
 end
 """
 
 # K: stream, entity 1..n. ARGV: kind, now, ntargets, per target: name, allowed, retry; then per
-# request: id, to, expected, pilot, detail. Returns {ok, previous, attempt} per request, flattened.
+# request: id, to, expected, pilot, detail, data pairs, in-progress list to release from.
+# Returns {ok, previous, attempt} per request, flattened.
 _TRANSITION_MANY = r"""
 local kind, now, ntargets = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local rules, a = {}, 4
@@ -97,9 +109,9 @@ local out = {}
 for i = 2, #K do
   local to = ARGV[a + 1]
   local r = transition(K[i], K[1], kind, ARGV[a], to, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], now,
-                       rules[to][1], rules[to][2])
+                       rules[to][1], rules[to][2], ARGV[a + 5], ARGV[a + 6])
   out[#out + 1] = r[1]; out[#out + 1] = r[2]; out[#out + 1] = r[3]
-  a = a + 5
+  a = a + 7
 end
 return out
 """
@@ -403,6 +415,13 @@ class RedisCoordination(Coordination):
                 out += [DATA_PREFIX + key, _dumps(value, f"{kind} {entity_id!r}", f"data.{key}")]
         return out
 
+    def _data_pairs(self, kind: str, entity_id: str, patch: Mapping[str, Any]) -> str:
+        """A transition's data patch for the Lua script: ``[[field, json or false], ...]`` as JSON."""
+        pairs = self._flatten(kind, entity_id, patch)
+        setting = [[pairs[i], pairs[i + 1]] for i in range(0, len(pairs), 2)]
+        deleting: list[list[Any]] = [[DATA_PREFIX + key, False] for key, value in patch.items() if value is None]
+        return json.dumps(setting + deleting)
+
     def create(self, kind: Kind | str, entity_id: str, data: Mapping[str, Any]) -> EntityRecord:
         """Create an entity in state New (see :meth:`Coordination.create`)."""
         self.create_many(kind, [(entity_id, data)])
@@ -496,7 +515,9 @@ class RedisCoordination(Coordination):
                 targets[to] = rules[to]
                 keys.append(self.keys.entity(k, req.id))
                 detail = _dumps(dict(req.detail), f"{k} {req.id!r}", "detail") if req.detail else "{}"
-                body += [req.id, to, str(req.expected or ""), req.pilot or "", detail]
+                body += [req.id, to, str(req.expected or ""), req.pilot or "", detail,
+                         self._data_pairs(k, req.id, req.data) if req.data else "",
+                         self.keys.claimed(req.pilot) if req.release and req.pilot else ""]
             head = [k, stamp, str(len(targets))]
             for to, (allowed, retry) in targets.items():
                 head += [to, allowed, retry]

@@ -408,7 +408,38 @@ class SQLiteCoordination(Coordination):
                  for i, (s, a, p, t, d) in live.items() if i in moved],
             )
             conn.executemany(_EVENT_INSERT, events)
+            self._patch_data(conn, kind, [(r.id, r.data) for r, res in zip(requests, results) if res.ok and r.data])
+            released = [(self.namespace, r.pilot, r.id) for r, res in zip(requests, results)
+                        if res.ok and r.release and r.pilot]
+            if released:
+                conn.executemany("DELETE FROM claims WHERE ns = ? AND pilot = ? AND cu_id = ?", released)
         return results
+
+    def _patch_data(
+        self, conn: sqlite3.Connection, kind: str, patches: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        """Apply transitions' data patches (in request order) inside the caller's transaction."""
+        if not patches:
+            return
+        ids = sorted({i for i, _ in patches})
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(
+            f"SELECT id, data FROM entities WHERE ns = ? AND kind = ? AND id IN ({marks})",
+            (self.namespace, kind, *ids),
+        ).fetchall()
+        datas = {i: json.loads(d) for i, d in rows}
+        for entity_id, patch in patches:
+            self._data_json(kind, entity_id, patch)  # validates keys and values
+            data = datas[entity_id]
+            for key, value in patch.items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+        conn.executemany(
+            "UPDATE entities SET data = ? WHERE ns = ? AND kind = ? AND id = ?",
+            [(self._data_json(kind, i, d), self.namespace, kind, i) for i, d in datas.items()],
+        )
 
     def transition_many(
         self, kind: Kind | str, requests: Sequence[TransitionRequest]

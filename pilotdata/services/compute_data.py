@@ -181,8 +181,9 @@ class ComputeDataService:
                     self._ops.upload(du_id, str(pd_id), desc.file_urls)
                 else:
                     self._ops.open_empty(du_id, str(pd_id))
-            except Exception as exc:  # recorded on the DU (Failed, reason); wait() returns
+            except Exception as exc:  # the DU must end Failed with the reason, so wait() returns
                 log.warning("DataUnit %s: %s", du_id, exc)
+                self._ops.fail(du_id, f"upload to {pd_id} failed: {exc}")
             self._wake.set()
 
         if background:

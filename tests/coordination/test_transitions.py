@@ -178,3 +178,34 @@ def test_large_batches_keep_request_order(coord: Coordination) -> None:
     assert {(r.state, r.pilot) for r in records if r} == {("Running", "p")}
     assert [r.detail["n"] for r in records if r] == list(range(700))
     assert len(coord.events_after(None, limit=5000)) == 700 * 3
+
+
+def test_data_patch_applies_with_the_move_only(coord: Coordination) -> None:
+    put_cu(coord, "c", "Pending")
+    coord.update_data("cu", "c", {"keep": 1, "drop": "x"})
+    coord.transition("cu", "c", "Running", data={"sandbox": "/s/c", "drop": None, "nested": {"a": [1, 2.5]}})
+    data = coord.get("cu", "c").data
+    data.pop("description", None)
+    assert data == {"keep": 1, "sandbox": "/s/c", "nested": {"a": [1, 2.5]}}
+    results = coord.transition_many("cu", [
+        TransitionRequest("c", "Done", expected="Pending", data={"exit_code": 9}),  # CAS fails: no data
+        TransitionRequest("c", "Done", expected="Running", data={"exit_code": 0}),
+        TransitionRequest("c", "Failed", data={"exit_code": 7}),  # final is sticky: no data
+    ])
+    assert [r.ok for r in results] == [False, True, False]
+    record = coord.get("cu", "c")
+    assert (record.state, record.data["exit_code"]) == ("Done", 0)
+
+
+def test_final_move_can_release_the_claim_atomically(coord: Coordination) -> None:
+    put_cu(coord, "a", "Pending")
+    put_cu(coord, "b", "Pending")
+    coord.enqueue(["a", "b"])
+    assert coord.claim("p1", limit=2) == ["a", "b"]
+    coord.transition("cu", "a", "Running", pilot="p1")
+    results = coord.transition_many("cu", [
+        TransitionRequest("a", "Done", expected="Running", pilot="p1", release=True),
+        TransitionRequest("b", "Done", expected="Running", pilot="p1", release=True),  # illegal: keeps claim
+    ])
+    assert [r.ok for r in results] == [True, False]
+    assert coord.claimed("p1") == ["b"]
