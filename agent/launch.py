@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -157,9 +158,21 @@ def build_argv(task: Task, sandbox: Path, env: Mapping[str, str], mpi_launcher: 
 
 @dataclass
 class Launched:
-    """A running CU process (leader of its own process group)."""
+    """A running CU process (leader of its own process group).
+
+    Waiting uses a pidfd (Linux >= 5.3) so the exit is seen the moment it happens; Popen.wait with a
+    timeout polls with growing sleeps and would add milliseconds to every short CU.
+    """
 
     process: subprocess.Popen[bytes]
+    pidfd: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.pidfd is None and hasattr(os, "pidfd_open"):
+            try:
+                self.pidfd = os.pidfd_open(self.process.pid)
+            except OSError:  # old kernel, or the process is already reaped
+                self.pidfd = None
 
     @property
     def pgid(self) -> int:
@@ -168,10 +181,22 @@ class Launched:
 
     def wait(self, timeout: float) -> int | None:
         """The exit code, or ``None`` if the process still runs after ``timeout`` seconds."""
+        if self.pidfd is not None and self.process.returncode is None:
+            ready, _, _ = select.select([self.pidfd], [], [], max(0.0, timeout))
+            if not ready:
+                return None
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """Release the pidfd."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def kill_group(self, grace: float) -> int:
         """SIGTERM the process group, SIGKILL it after ``grace`` seconds; return the leader's exit code.
