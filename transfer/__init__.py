@@ -5,7 +5,26 @@ publish, retries with back-off, link / server-side-copy fast paths, and the per-
 content-addressed cache.
 
 May import: the standard library and fsspec. Nothing from ``pilotdata``, ``placement`` or ``agent``:
-it takes fsspec filesystems and plain data, and raises its own :mod:`transfer.errors`.
+it takes fsspec filesystems and plain data, and raises its own :mod:`transfer.errors`. Backend
+libraries are reached through the filesystem objects (duck typing); paramiko is imported lazily.
+
+Public API::
+
+    copy_files(src_fs, src_root, dst_fs, dst_root, entries_or_paths, *, workers=8, chunk_size=8 MiB,
+               retries=4, backoff=0.2, verify=True, progress=None, link=True, read_only=False)
+        -> TransferReport(files, bytes, seconds, entries, methods, retries; .fast_path, .mb_per_s)
+    verify_files(fs, root, entries, *, workers=4) -> list[Mismatch]
+    PilotCache(root_dir).ensure(key, src_fs, src_root, entries) -> Path
+                        .link_into(key, sandbox_dir, subset=None) -> list[Path]
+                        .contains(key) / .keys() / .entries(key) / .evict(key)
+    FileEntry(path, size=None, sha256=None); hash_file(fs, path) -> (size, sha256); scan(fs, root)
+    errors: TransferError > ChecksumMismatchError, UnsafePathError, TransientError, CacheError;
+            is_transient(exc)
+
+Modules: :mod:`~transfer.copy` (the engine), :mod:`~transfer.endpoints` (local / generic I/O),
+:mod:`~transfer.sftpio` (SFTP channel pool), :mod:`~transfer.objectstore` (S3 uploads without
+rename), :mod:`~transfer.fastpath` (links, server-side copies), :mod:`~transfer.cache`,
+:mod:`~transfer.verify`, :mod:`~transfer.manifest`, :mod:`~transfer.paths`, :mod:`~transfer.errors`.
 """
 
 from transfer.cache import PilotCache, cache_key

@@ -35,7 +35,7 @@ __all__ = ["BufferedFileWriter", "ObjectEndpoint", "S3Writer", "is_s3fs", "same_
 
 MIN_PART = 5 * 2**20
 MAX_PARTS = 10_000
-PARTS_IN_FLIGHT = 4
+PARTS_IN_FLIGHT = 8
 RANGES_IN_FLIGHT = 8
 
 
@@ -133,7 +133,7 @@ class S3Writer(Writer):
         self.finished = False
 
     def write(self, data: bytes) -> None:
-        """Buffer; send each full part in the background (at most 4 in flight per file)."""
+        """Buffer; send each full part in the background (at most 8 in flight per file, like boto3's 10)."""
         self.buffer += data
         while len(self.buffer) >= self.part_size:
             part = bytes(self.buffer[: self.part_size])

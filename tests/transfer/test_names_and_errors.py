@@ -6,6 +6,8 @@ import errno
 import hashlib
 import socket
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
@@ -111,3 +113,33 @@ def test_the_public_api_is_exactly_what_all_lists() -> None:
     modules = {"cache", "copy", "endpoints", "errors", "fastpath", "manifest", "objectstore", "paths", "sftpio",
                "verify"}
     assert public - modules == set(transfer.__all__)
+
+
+def test_the_package_imports_only_the_standard_library_and_fsspec() -> None:
+    """transfer sits below pilotdata and agent, and takes s3fs/paramiko only through the objects it is given."""
+    import ast
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"fsspec", "transfer", "paramiko"}
+    package = Path(transfer.__file__).parent
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{module.name} imports {name}"
+                if name.split(".")[0] == "paramiko":  # only lazily, inside a function
+                    assert node.col_offset > 0, f"{module.name} imports paramiko at module level"
+
+
+def test_sftp_connections_verify_the_host_key(sshd_server: Any, tmp_path: Path) -> None:
+    """The test filesystem refuses a server whose key is not in known_hosts (no auto-accept)."""
+    from tests.transfer.conftest import KnownHostsSFTP
+
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+        KnownHostsSFTP(sshd_server.host, known_hosts=str(empty), port=sshd_server.port,
+                       username=sshd_server.user, key_filename=str(sshd_server.key_file), look_for_keys=False,
+                       allow_agent=False)
