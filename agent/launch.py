@@ -182,8 +182,9 @@ class Launched:
     def wait(self, timeout: float) -> int | None:
         """The exit code, or ``None`` if the process still runs after ``timeout`` seconds."""
         if self.pidfd is not None and self.process.returncode is None:
-            ready, _, _ = select.select([self.pidfd], [], [], max(0.0, timeout))
-            if not ready:
+            poller = select.poll()  # poll, not select: no limit on the descriptor number
+            poller.register(self.pidfd, select.POLLIN)
+            if not poller.poll(max(0.0, timeout) * 1000):
                 return None
         try:
             code = self.process.wait(timeout)
@@ -210,7 +211,9 @@ class Launched:
                 if self.wait(min(0.05, max(0.0, deadline - time.monotonic()))) is not None:
                     break
         _signal_group(self.pgid, signal.SIGKILL)  # also the group's other members
-        return self.process.wait()
+        code = self.process.wait()
+        self.close()
+        return code
 
 
 def _signal_group(pgid: int, sig: int) -> None:

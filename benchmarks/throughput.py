@@ -59,7 +59,9 @@ def run_pilotdata(url: str, n: int, workdir: Path) -> tuple[float, int]:
     writer.drain()
     elapsed = time.perf_counter() - start
     states = {r.state for r in session.coord.get_many(Kind.CU, [c.id for c in cus]) if r is not None}
-    assert states == {"Done"}, states
+    if states != {"Done"}:
+        failed = [r for r in session.coord.get_many(Kind.CU, [c.id for c in cus]) if r is not None and r.state != "Done"]
+        raise SystemExit(f"{len(failed)} CUs not Done, e.g. {failed[0].state}: {failed[0].data.get('reason')}")
     from pilotdata.history import queries
 
     stored = len(queries.events(history, entity="cu", limit=None))

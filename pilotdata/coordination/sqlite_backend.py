@@ -3,8 +3,8 @@
 What it owns: the coordination schema in one SQLite file (one machine, many processes, no server)
 and the transactions that keep it consistent. Standard-library :mod:`sqlite3` only (no ORM, for speed).
 
-* WAL journal (readers never block the writer), ``synchronous=NORMAL``, a busy timeout, and one
-  connection per thread (and per process: a forked child opens its own).
+* WAL journal (readers never block the writer), ``synchronous=NORMAL``, a busy timeout, and a pool
+  of connections shared by the threads of a process (a forked child opens its own).
 * Every read-check-write runs in a ``BEGIN IMMEDIATE`` transaction, so the write lock is taken up
   front and two processes never interleave a check and its write.
 * Every table carries the namespace ``ns`` in its key; namespaces sharing a file see nothing of each other.
@@ -154,9 +154,10 @@ class SQLiteCoordination(Coordination):
         self.namespace = namespace
         self._url = url
         self.path = _path_of(url)
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[sqlite3.Connection] = []  # every open connection of this process
+        self._idle: list[sqlite3.Connection] = []  # the ones not in use right now
+        self._pid = os.getpid()
         self._ready = False
         self._closed = False
 
@@ -178,13 +179,19 @@ class SQLiteCoordination(Coordination):
         except OSError as exc:
             raise CoordinationError(f"{what}: SQLite coordination at {self.path}: {exc}") from exc
 
-    def _conn(self) -> sqlite3.Connection:
-        """This thread's connection (opened, and the schema created, on first use)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            return conn
-        if self._closed:
-            raise CoordinationError(f"SQLite coordination at {self.path} is closed")
+    def _acquire(self) -> sqlite3.Connection:
+        """An idle pooled connection, or a new one (opened, and the schema created, on first use).
+
+        A pool rather than one connection per thread: agents run a short-lived thread per CU, and
+        per-thread connections would pile up open files. A forked child starts a pool of its own.
+        """
+        with self._lock:
+            if self._closed:
+                raise CoordinationError(f"SQLite coordination at {self.path} is closed")
+            if self._pid != os.getpid():  # never use the parent's connections after a fork
+                self._pid, self._conns, self._idle = os.getpid(), [], []
+            if self._idle:
+                return self._idle.pop()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
@@ -196,10 +203,24 @@ class SQLiteCoordination(Coordination):
         except BaseException:
             conn.close()
             raise
-        self._local.conn, self._local.pid = conn, os.getpid()
         with self._lock:
             self._conns.append(conn)
         return conn
+
+    def _put_back(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if self._closed or self._pid != os.getpid():
+                conn.close()
+            else:
+                self._idle.append(conn)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        conn = self._acquire()
+        try:
+            yield conn
+        finally:
+            self._put_back(conn)
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -217,8 +238,7 @@ class SQLiteCoordination(Coordination):
     @contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error."""
-        with self._errors(what):
-            conn = self._conn()
+        with self._errors(what), self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -229,9 +249,9 @@ class SQLiteCoordination(Coordination):
 
     @contextmanager
     def _auto(self, what: str) -> Iterator[sqlite3.Connection]:
-        """This thread's connection in autocommit mode: each statement is its own transaction."""
-        with self._errors(what):
-            yield self._conn()
+        """A pooled connection in autocommit mode: each statement is its own transaction."""
+        with self._errors(what), self._connection() as conn:
+            yield conn
 
     def ping(self) -> None:
         """Open the file (creating it and its schema if needed) and run a trivial query."""
@@ -242,10 +262,9 @@ class SQLiteCoordination(Coordination):
         """Close every connection this object opened (in any thread)."""
         with self._lock:
             self._closed = True
-            conns, self._conns = self._conns, []
+            conns, self._conns, self._idle = self._conns, [], []
         for conn in conns:
             conn.close()
-        self._local = threading.local()
 
     # ------------------------------------------------------------------ entities
     def _data_json(self, kind: str, entity_id: str, data: Mapping[str, Any]) -> str:

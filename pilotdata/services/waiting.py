@@ -1,7 +1,10 @@
 """Waiting for entities to reach a state, driven by the coordination event stream (no sleep loops).
 
-The cursor is taken *before* the state is read, so an event that lands between the read and the block
-wakes the waiter instead of being missed.
+The records are read once; after that the waiter follows the event stream (each transition event
+carries the new state) and re-reads only the entities the events name, so waiting for thousands of
+CUs costs a few reads, not a full scan per event. The cursor is taken *before* the first read, so an
+event that lands between the read and the first block is not missed. A full re-read every
+``_RESYNC`` seconds guards against events trimmed from the stream before the waiter saw them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pilotdata.errors import NotFoundError, TimeoutExpired
 from pilotdata.states import FINAL_STATES, Kind
 
 _BLOCK = 1.0  # seconds per blocking read; also bounds how often ``tick`` runs
+_RESYNC = 10.0  # seconds between full re-reads
 
 
 def wait_for_states(
@@ -32,31 +36,45 @@ def wait_for_states(
     """
     goal = set(targets) | FINAL_STATES
     deadline = None if timeout is None else time.monotonic() + timeout
-    remaining = list(dict.fromkeys(ids))
+    wanted = list(dict.fromkeys(ids))
     done: dict[str, EntityRecord] = {}
-    last_tick = time.monotonic()
-    while True:
-        cursor = coord.last_cursor()
-        records = coord.get_many(kind, remaining)
-        still: list[str] = []
-        for entity_id, record in zip(remaining, records):
-            if record is None:
-                raise NotFoundError(f"{kind.value} {entity_id!r} does not exist")
-            if record.state in goal:
-                done[entity_id] = record
-            else:
-                still.append(entity_id)
-        remaining = still
-        if not remaining:
-            return [done[i] for i in dict.fromkeys(ids)]
+    cursor = coord.last_cursor()
+    remaining = _absorb(coord, kind, wanted, goal, done)
+    last_tick = last_sync = time.monotonic()
+    while remaining:
         now = time.monotonic()
         if deadline is not None and now >= deadline:
+            first = next(iter(remaining))
             raise TimeoutExpired(
                 f"timed out after {timeout}s: {len(remaining)} {kind.value}(s) not yet in "
-                f"{sorted(goal)} (e.g. {remaining[0]!r})"
+                f"{sorted(goal)} (e.g. {first!r})"
             )
         if tick is not None and now - last_tick >= _BLOCK:
             tick()
             last_tick = now
         block = _BLOCK if deadline is None else max(0.01, min(_BLOCK, deadline - now))
-        coord.events_after(cursor, limit=1, block=block)
+        events = coord.events_after(cursor, limit=5000, block=block)
+        if events:
+            cursor = events[-1].cursor
+        moved = [e.id for e in events if e.entity == kind.value and e.id in remaining and e.to_state in goal]
+        if now - last_sync >= _RESYNC:
+            moved, last_sync = list(remaining), now
+        if moved:
+            still = _absorb(coord, kind, list(dict.fromkeys(moved)), goal, done)
+            remaining -= set(moved) - still
+    return [done[i] for i in wanted]
+
+
+def _absorb(
+    coord: Coordination, kind: Kind, ids: Sequence[str], goal: set[str], done: dict[str, EntityRecord]
+) -> set[str]:
+    """Read ``ids``; record the ones in ``goal`` in ``done``; return the ones still outstanding."""
+    outstanding: set[str] = set()
+    for entity_id, record in zip(ids, coord.get_many(kind, list(ids))):
+        if record is None:
+            raise NotFoundError(f"{kind.value} {entity_id!r} does not exist")
+        if record.state in goal:
+            done[entity_id] = record
+        else:
+            outstanding.add(entity_id)
+    return outstanding
