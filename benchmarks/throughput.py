@@ -51,21 +51,24 @@ def run_pilotdata(url: str, n: int, workdir: Path) -> tuple[float, int]:
     cds.add_pilot_compute_service(pcs)
     descs = [{"executable": "/bin/true"} for _ in range(n)]
     drainer.start()
-    start = time.perf_counter()
-    cus = cds.submit_compute_units(descs)
-    cds.wait(timeout=600)
-    stop.set()
-    drainer.join()
-    writer.drain()
-    elapsed = time.perf_counter() - start
-    states = {r.state for r in session.coord.get_many(Kind.CU, [c.id for c in cus]) if r is not None}
-    if states != {"Done"}:
-        failed = [r for r in session.coord.get_many(Kind.CU, [c.id for c in cus]) if r is not None and r.state != "Done"]
+    try:
+        start = time.perf_counter()
+        cus = cds.submit_compute_units(descs)
+        cds.wait(timeout=600)
+        stop.set()
+        drainer.join()
+        writer.drain()
+        elapsed = time.perf_counter() - start
+    finally:
+        stop.set()
+        pcs.cancel()
+    records = [r for r in session.coord.get_many(Kind.CU, [c.id for c in cus]) if r is not None]
+    failed = [r for r in records if r.state != "Done"]
+    if failed or len(records) != n:
         raise SystemExit(f"{len(failed)} CUs not Done, e.g. {failed[0].state}: {failed[0].data.get('reason')}")
     from pilotdata.history import queries
 
     stored = len(queries.events(history, entity="cu", limit=None))
-    pcs.cancel()
     cds.close()
     session.close()
     return elapsed, stored
