@@ -75,7 +75,8 @@ class ObjectEndpoint(Endpoint):
         """One GET for a small object, parallel ranged GETs for a large one."""
         path = self.path(rel)
         if size_hint is not None and 0 < size_hint <= chunk_size:
-            data = self.fs.cat_file(path, start=0)
+            # one byte more than expected: enough to see a larger object, without downloading all of it
+            data = self.fs.cat_file(path, start=0, end=size_hint + 1)
             if data:
                 yield bytes(data)
             return
