@@ -81,11 +81,13 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def best(repeat: int, fn: Callable[[], Any], reset: Callable[[], Any]) -> float:
-    """Fastest of ``repeat`` runs of ``fn`` (``reset`` runs before each, untimed)."""
-    times = []
-    for _ in range(repeat):
+def best(repeat: int, fn: Callable[[], Any], reset: Callable[[], Any], budget: float = 30.0) -> float:
+    """Fastest of up to ``repeat`` runs of ``fn``; ``reset`` (untimed, then ``sync`` so every run starts
+    without other dirty pages to write back) runs before each. Stops repeating after ``budget`` s."""
+    times: list[float] = []
+    while len(times) < repeat and (not times or sum(times) < budget):
         reset()
+        os.sync()
         times.append(timed(fn))
     return min(times)
 
@@ -144,6 +146,7 @@ def run(args: argparse.Namespace) -> list[Result]:
             results.append(Result(route, labels[kind], plain_name, sizes[kind], plain_s, engine_s))
             print(results[-1].row(), flush=True)
 
+        print(f"(cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f})", flush=True)
         print(header(), flush=True)
         if "local" in routes:
             dst = work / "dst-local"
@@ -161,6 +164,9 @@ def run(args: argparse.Namespace) -> list[Result]:
             sshd = servers.start_sshd(work / "sshd")
             started.append(sshd)
             fs = sftp_fs(sshd)
+            copy_files(local, str(src / "big"), fs, str(work / "sftp-warm"), [], **kw)  # pool + rekey, untimed
+            transport = fs.client.get_transport()
+            print(f"(engine SSH cipher: {transport.remote_cipher}, scp: OpenSSH default)", flush=True)
             scp = ["scp", "-q", "-r", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={sshd.known_hosts}",
                    "-o", "StrictHostKeyChecking=yes", "-i", str(sshd.key_file), "-P", str(sshd.port)]
             remote = f"{sshd.user}@127.0.0.1"
@@ -252,11 +258,13 @@ def main() -> None:
     parser.add_argument("--small-size", type=parse_size, default=4096, help="size of each small file (default 4K)")
     parser.add_argument("--routes", default="local,sftp,s3", help="comma-separated: local, sftp, s3")
     parser.add_argument("--workers", type=int, default=8, help="engine workers (default 8)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the best counts")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per measurement, the best counts; no repeat after 30 s (default 3)")
     parser.add_argument("--workdir", default=None, help="directory for the data (default: the temp dir)")
     args = parser.parse_args()
     results = run(args)
-    print("\nratio = engine MB/s / plain MB/s; targets: >= 0.90x on the big file, > 1x on the small files")
+    print(f"\n(load average at the end: {os.getloadavg()[0]:.1f})")
+    print("ratio = engine MB/s / plain MB/s; targets: >= 0.90x on the big file, > 1x on the small files")
     print(header())
     for r in results:
         print(r.row())
