@@ -265,21 +265,11 @@ def submit(cli: CliContext, command: tuple[str, ...], inputs: tuple[str, ...], o
 
 def _submit_and_bind(session: Session, desc: dict[str, Any], pilot_id: str | None) -> str:
     """Record the CU and bind it now: to ``pilot_id``, to the best pilot, or to the shared queue."""
-    from pilotdata.coordination import TransitionRequest
-    from pilotdata.services.binder import bind_round
-    from pilotdata.services.compute_data import submit_units
-    from pilotdata.states import ComputeUnitState
+    from pilotdata.services.compute_data import bind_now, submit_units
 
-    coord = session.coord
     cu_id = submit_units(session, [desc], pilot=pilot_id)[0].id
-    if pilot_id is not None:
-        return cu_id
-    bind_round(coord, [cu_id], {}, final=True)
-    if coord.get(Kind.CU, cu_id).state == "New":  # no live pilot yet: the next one takes it
-        req = TransitionRequest(cu_id, ComputeUnitState.PENDING, expected="New",
-                                detail={"pilot": None, "placement": "no live pilot when submitted: shared queue"})
-        if coord.transition_many(Kind.CU, [req])[0].ok:
-            coord.enqueue([cu_id], None)
+    if pilot_id is None:
+        bind_now(session, [cu_id])
     return cu_id
 
 

@@ -63,6 +63,26 @@ def submit_units(
     return [ComputeUnit(i, session=session) for i in ids]
 
 
+def bind_now(session: Session, cu_ids: Sequence[str]) -> None:
+    """Bind New CUs at once, for callers that will not stay to bind late (the CLI, scripts that exit).
+
+    Each goes to its best pilot now (no holding back for a better one); a CU no live pilot can take yet
+    goes to the shared queue, where the next pilot to start takes it. Bad placements (a CU wider than
+    every pilot, a failed input) still end Failed with the reason.
+    """
+    from pilotdata.coordination import TransitionRequest
+
+    coord = session.coord
+    bind_round(coord, cu_ids, {}, final=True)
+    left = [r.id for r in coord.get_many(Kind.CU, list(cu_ids)) if r is not None and r.state == "New"]
+    if not left:
+        return
+    why = {"pilot": None, "placement": "no live pilot could take it when submitted: shared queue"}
+    results = coord.transition_many(Kind.CU, [TransitionRequest(i, ComputeUnitState.PENDING, expected="New",
+                                                                detail=why) for i in left])
+    coord.enqueue([r.id for r in results if r.ok], None)
+
+
 def _du_working_directory(session: Session, desc: Any) -> Any:
     """BigJob idiom: ``"working_directory": data_unit.url`` runs the CU on that DataUnit's files.
 

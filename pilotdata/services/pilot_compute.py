@@ -25,6 +25,7 @@ from pilotdata.services.policy import FailurePolicy
 from pilotdata.services.waiting import wait_for_states
 from pilotdata.session import Session, entity_id, resolve
 from pilotdata.states import FINAL_STATES, Kind, PilotState
+from pilotdata.stores.base import public_options
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,10 @@ class PilotComputeService:
         except OSError as exc:
             self._fail(pilot_id, f"launch failed: {exc}")
             raise LaunchError(f"cannot start pilot {pilot_id} on {launcher.url}: {exc}") from exc
-        coord.update_data(Kind.PILOT, pilot_id, {"launcher": {"scheme": scheme, "job_id": job_id,
-                                                              "service_url": launcher.url}})
+        coord.update_data(Kind.PILOT, pilot_id, {"launcher": {
+            "scheme": scheme, "job_id": job_id, "service_url": launcher.url,
+            "options": public_options(opts),  # so another process can query / cancel it; never secrets
+        }})
         log.info("pilot %s submitted to %s as job %s", pilot_id, launcher.url, job_id)
         return PilotCompute(pilot_id, session=self._session, service=self)
 
@@ -202,6 +205,12 @@ class PilotComputeService:
         if key not in self._launchers:
             self._launchers[key] = launcher_for(service_url, **options)
         return self._launchers[key]
+
+    def _options_for(self, pilot_id: str, info: Mapping[str, Any]) -> dict[str, Any]:
+        """Launcher options of a pilot: the ones it was created with here, else its recorded public ones."""
+        if pilot_id in self._pilot_options:
+            return self._pilot_options[pilot_id]
+        return {**dict(info.get("options") or {}), **self._launcher_options}
 
     def _fail(self, pilot_id: str, reason: str) -> None:
         try:
@@ -245,7 +254,7 @@ class PilotComputeService:
         for (service_url, pilot_id), recs in by_launcher.items():
             job_id = recs[0].data["launcher"]["job_id"]
             try:
-                launcher = self._launcher(service_url, self._pilot_options.get(pilot_id, self._launcher_options))
+                launcher = self._launcher(service_url, self._options_for(pilot_id, recs[0].data["launcher"]))
                 status = launcher.status([job_id]).get(job_id)
             except PilotDataError as exc:
                 log.warning("cannot query pilot %s: %s", pilot_id, exc)
@@ -285,7 +294,7 @@ class PilotComputeService:
         info = rec.data.get("launcher") or {}
         if info.get("job_id") and info.get("service_url"):
             try:
-                opts = self._pilot_options.get(pilot_id, self._launcher_options)
+                opts = self._options_for(pilot_id, info)
                 launcher = self._launcher(info["service_url"], opts)
                 launcher.cancel(info["job_id"])
             except PilotDataError as exc:

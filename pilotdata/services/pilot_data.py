@@ -17,12 +17,17 @@ from pilotdata.session import Session, entity_id, resolve
 from pilotdata.states import Kind
 from pilotdata.stores import Store, open_store, store_from_record
 
-_open_stores: dict[tuple[str, str], Store] = {}
+_open_stores: dict[tuple[str, str, str], Store] = {}
+
+
+def _store_key(session: Session, pd_id: str) -> tuple[str, str, str]:
+    """Cache key: coordination (redacted URL), namespace and PD id, so two sessions never mix stores."""
+    return (session.url, session.namespace, pd_id)
 
 
 def open_pd_store(session: Session, pd_id: str) -> Store:
     """The store of PilotData ``pd_id``, opened once per process (secrets from this process)."""
-    key = (session.namespace, pd_id)
+    key = _store_key(session, pd_id)
     store = _open_stores.get(key)
     if store is None:
         record = session.coord.get(Kind.PD, pd_id)
@@ -80,7 +85,7 @@ class PilotData:
     def cancel(self) -> None:
         """Deregister this PilotData (files stay in the store)."""
         self._session.coord.delete(Kind.PD, self.id)
-        _open_stores.pop((self._session.namespace, self.id), None)
+        _open_stores.pop(_store_key(self._session, self.id), None)
 
     def __repr__(self) -> str:
         return f"PilotData({self.id!r})"
@@ -134,7 +139,7 @@ class PilotDataService:
         store.ping()
         data = {**store.record(), "description": desc.to_dict(), "service": self.id}
         self._session.coord.create(Kind.PD, pd_id, data)
-        _open_stores[(self._session.namespace, pd_id)] = store
+        _open_stores[_store_key(self._session, pd_id)] = store
         return PilotData(pd_id, session=self._session)
 
     def list_pilots(self) -> list[PilotData]:
