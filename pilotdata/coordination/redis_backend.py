@@ -30,6 +30,7 @@ import redis
 import redis.exceptions
 
 from pilotdata import states
+from pilotdata.coordination._codec import dumps, kind_name, rules
 from pilotdata.coordination.base import (
     Coordination,
     EntityRecord,
@@ -273,26 +274,14 @@ def _set(values: Iterable[str]) -> str:
     return "\n" + "".join(f"{v}\n" for v in sorted(values))
 
 
-def _dumps(value: object, what: str, field: str) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise DescriptionError(f"{what}: {field} is not JSON-serialisable: {exc}", field=field) from exc
 
 
-def _kind(kind: Kind | str) -> str:
-    try:
-        return Kind(kind).value
-    except ValueError:
-        raise ValueError(f"unknown entity kind {str(kind)!r}; expected one of cu, pilot, du, pd") from None
 
 
 def _rules(kind: str, to: str) -> tuple[str, str]:
     """(legal sources of ``to``, sources from which ``to`` is a retry) as script sets."""
-    if to not in states.states_of(kind):  # raises for kinds without a state machine
-        return _set(()), _set(())
-    sources = states.allowed_sources(kind, to)
-    return _set(sources), _set(s for s in sources if states.increments_attempt(kind, s, to))
+    allowed, retry = rules(kind, to)
+    return _set(allowed), _set(retry)
 
 
 def _record(kind: str, entity_id: str, fields: Mapping[str, str]) -> EntityRecord:
@@ -412,7 +401,7 @@ class RedisCoordination(Coordination):
             if not isinstance(key, str):
                 raise DescriptionError(f"{kind} {entity_id!r}: data key {key!r} is not a str", field="data")
             if value is not None:
-                out += [DATA_PREFIX + key, _dumps(value, f"{kind} {entity_id!r}", f"data.{key}")]
+                out += [DATA_PREFIX + key, dumps(value, f"{kind} {entity_id!r}", f"data.{key}")]
         return out
 
     def _data_pairs(self, kind: str, entity_id: str, patch: Mapping[str, Any]) -> str:
@@ -429,7 +418,7 @@ class RedisCoordination(Coordination):
 
     def create_many(self, kind: Kind | str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Create many entities in one script call: all of them, or none if any id is taken."""
-        k = _kind(kind)
+        k = kind_name(kind)
         if not items:
             return
         keys = [self.keys.index(k), self.keys.events]
@@ -445,7 +434,7 @@ class RedisCoordination(Coordination):
 
     def get(self, kind: Kind | str, entity_id: str) -> EntityRecord:
         """One entity, or :class:`NotFoundError`."""
-        k = _kind(kind)
+        k = kind_name(kind)
         with self._errors(f"get {k} {entity_id!r}"):
             fields = self._r.hgetall(self.keys.entity(k, entity_id))
         if not fields:
@@ -454,7 +443,7 @@ class RedisCoordination(Coordination):
 
     def get_many(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[EntityRecord | None]:
         """Entities in the order asked (one pipelined round trip); ``None`` where missing."""
-        k = _kind(kind)
+        k = kind_name(kind)
         with self._errors(f"get {k}"):
             pipe = self._r.pipeline(transaction=False)
             for entity_id in entity_ids:
@@ -464,13 +453,13 @@ class RedisCoordination(Coordination):
 
     def list_ids(self, kind: Kind | str) -> list[str]:
         """All ids of ``kind`` (from the index set), sorted."""
-        k = _kind(kind)
+        k = kind_name(kind)
         with self._errors(f"list {k}"):
             return sorted(self._r.smembers(self.keys.index(k)))
 
     def update_data(self, kind: Kind | str, entity_id: str, patch: Mapping[str, Any]) -> None:
         """Set / delete (``None``) top-level data keys in one atomic script."""
-        k = _kind(kind)
+        k = kind_name(kind)
         pairs = self._flatten(k, entity_id, patch)
         gone = [DATA_PREFIX + key for key, value in patch.items() if value is None]
         with self._errors(f"update {k} {entity_id!r}"):
@@ -481,7 +470,7 @@ class RedisCoordination(Coordination):
 
     def delete(self, kind: Kind | str, entity_id: str) -> None:
         """Remove the entity hash and its index entry (events stay)."""
-        k = _kind(kind)
+        k = kind_name(kind)
         with self._errors(f"delete {k} {entity_id!r}"):
             pipe = self._r.pipeline(transaction=True)
             pipe.delete(self.keys.entity(k, entity_id))
@@ -496,12 +485,12 @@ class RedisCoordination(Coordination):
 
         Each request is checked and applied on its own, in order, inside the script.
         """
-        k = _kind(kind)
+        k = kind_name(kind)
         if not requests:
             return []
         now = time.time()
         stamp = repr(now)
-        rules: dict[str, tuple[str, str]] = {}
+        table: dict[str, tuple[str, str]] = {}
         calls: list[tuple[list[str], list[str]]] = []
         for first in range(0, len(requests), TRANSITION_CHUNK):
             chunk = requests[first : first + TRANSITION_CHUNK]
@@ -510,11 +499,11 @@ class RedisCoordination(Coordination):
             targets: dict[str, tuple[str, str]] = {}
             for req in chunk:
                 to = str(req.to)
-                if to not in rules:
-                    rules[to] = _rules(k, to)
-                targets[to] = rules[to]
+                if to not in table:
+                    table[to] = _rules(k, to)
+                targets[to] = table[to]
                 keys.append(self.keys.entity(k, req.id))
-                detail = _dumps(dict(req.detail), f"{k} {req.id!r}", "detail") if req.detail else "{}"
+                detail = dumps(dict(req.detail), f"{k} {req.id!r}", "detail") if req.detail else "{}"
                 body += [req.id, to, str(req.expected or ""), req.pilot or "", detail,
                          self._data_pairs(k, req.id, req.data) if req.data else "",
                          self.keys.claimed(req.pilot) if req.release and req.pilot else ""]
@@ -697,7 +686,7 @@ class RedisCoordination(Coordination):
             "id": entity_id,
             "time": repr(time.time()),
             "attempt": "0",
-            "detail": _dumps(dict(detail), f"{entity} {entity_id!r}", "detail"),
+            "detail": dumps(dict(detail), f"{entity} {entity_id!r}", "detail"),
         }
         if pilot:
             fields["pilot"] = pilot

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotdata import states
+from pilotdata.coordination._codec import dumps, kind_name, rules
 from pilotdata.coordination.base import (
     Coordination,
     EntityRecord,
@@ -105,26 +106,10 @@ def _path_of(url: str) -> Path:
     return Path(url[len(prefix) :].split("?", 1)[0]).expanduser()
 
 
-def _dumps(value: object, what: str, field: str) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise DescriptionError(f"{what}: {field} is not JSON-serialisable: {exc}", field=field) from exc
 
 
-def _kind(kind: Kind | str) -> str:
-    try:
-        return Kind(kind).value
-    except ValueError:
-        raise ValueError(f"unknown entity kind {str(kind)!r}; expected one of cu, pilot, du, pd") from None
 
 
-def _rules(kind: str, to: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(legal sources of ``to``, sources from which ``to`` is a retry)."""
-    if to not in states.states_of(kind):  # raises for kinds without a state machine
-        return frozenset(), frozenset()
-    sources = states.allowed_sources(kind, to)
-    return sources, frozenset(s for s in sources if states.increments_attempt(kind, s, to))
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -273,7 +258,7 @@ class SQLiteCoordination(Coordination):
             if not isinstance(key, str):
                 raise DescriptionError(f"{kind} {entity_id!r}: data key {key!r} is not a str", field="data")
             if value is not None:
-                parts.append(f"{json.dumps(key)}:{_dumps(value, f'{kind} {entity_id!r}', f'data.{key}')}")
+                parts.append(f"{json.dumps(key)}:{dumps(value, f'{kind} {entity_id!r}', f'data.{key}')}")
         return "{" + ",".join(parts) + "}"
 
     def create(self, kind: Kind | str, entity_id: str, data: Mapping[str, Any]) -> EntityRecord:
@@ -283,7 +268,7 @@ class SQLiteCoordination(Coordination):
 
     def create_many(self, kind: Kind | str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Create many entities in one transaction: all of them, or none if any id is taken."""
-        k = _kind(kind)
+        k = kind_name(kind)
         if not items:
             return
         now = time.time()
@@ -330,19 +315,19 @@ class SQLiteCoordination(Coordination):
         """One entity, or :class:`NotFoundError`."""
         record = self.get_many(kind, [entity_id])[0]
         if record is None:
-            raise NotFoundError(f"{_kind(kind)} {entity_id!r} does not exist")
+            raise NotFoundError(f"{kind_name(kind)} {entity_id!r} does not exist")
         return record
 
     def get_many(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[EntityRecord | None]:
         """Entities in the order asked; ``None`` where missing."""
-        k = _kind(kind)
+        k = kind_name(kind)
         with self._auto(f"get {k}") as conn:
             found = self._fetch(conn, k, entity_ids)
         return [found.get(i) for i in entity_ids]
 
     def list_ids(self, kind: Kind | str) -> list[str]:
         """All ids of ``kind``, sorted."""
-        k = _kind(kind)
+        k = kind_name(kind)
         with self._auto(f"list {k}") as conn:
             rows = conn.execute(
                 "SELECT id FROM entities WHERE ns = ? AND kind = ? ORDER BY id", (self.namespace, k)
@@ -351,7 +336,7 @@ class SQLiteCoordination(Coordination):
 
     def update_data(self, kind: Kind | str, entity_id: str, patch: Mapping[str, Any]) -> None:
         """Set / delete (``None``) top-level data keys in one transaction."""
-        k = _kind(kind)
+        k = kind_name(kind)
         self._data_json(k, entity_id, patch)  # validates keys and values before taking the lock
         with self._write(f"update {k} {entity_id!r}") as conn:
             where = (self.namespace, k, entity_id)
@@ -372,7 +357,7 @@ class SQLiteCoordination(Coordination):
 
     def delete(self, kind: Kind | str, entity_id: str) -> None:
         """Remove the entity (events stay)."""
-        k = _kind(kind)
+        k = kind_name(kind)
         with self._write(f"delete {k} {entity_id!r}") as conn:
             key = (self.namespace, k, entity_id)
             conn.execute("DELETE FROM entities WHERE ns = ? AND kind = ? AND id = ?", key)
@@ -395,14 +380,14 @@ class SQLiteCoordination(Coordination):
     ) -> list[TransitionResult]:
         """Check and apply transitions inside the caller's write transaction (batched statements)."""
         live = self._states(conn, kind, [r.id for r in requests])
-        rules: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        table: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         results: list[TransitionResult] = []
         events: list[tuple[Any, ...]] = []
         for req in requests:
             to = str(req.to)
-            if to not in rules:
-                rules[to] = _rules(kind, to)
-            allowed, retry = rules[to]
+            if to not in table:
+                table[to] = rules(kind, to)
+            allowed, retry = table[to]
             entity = live.get(req.id)
             if entity is None:
                 results.append(TransitionResult(kind, req.id, False, None, to, 0, now))
@@ -411,7 +396,7 @@ class SQLiteCoordination(Coordination):
             if (req.expected and state != str(req.expected)) or state not in allowed:
                 results.append(TransitionResult(kind, req.id, False, state, to, attempt, now))
                 continue
-            detail = _dumps(dict(req.detail or {}), f"{kind} {req.id!r}", "detail")
+            detail = dumps(dict(req.detail or {}), f"{kind} {req.id!r}", "detail")
             attempt += 1 if state in retry else 0
             entity[0], entity[1], entity[4] = to, attempt, detail
             entity[2] = req.pilot or entity[2]
@@ -464,7 +449,7 @@ class SQLiteCoordination(Coordination):
         self, kind: Kind | str, requests: Sequence[TransitionRequest]
     ) -> list[TransitionResult]:
         """Checked transitions in one transaction (each request succeeds or fails on its own)."""
-        k = _kind(kind)
+        k = kind_name(kind)
         if not requests:
             return []
         with self._write(f"transition {k}") as conn:
@@ -665,7 +650,7 @@ class SQLiteCoordination(Coordination):
             )]
             conn.execute("DELETE FROM claims WHERE ns = ? AND pilot = ?", (ns, pilot))
             found = self._states(conn, cu, ids)
-            retry = _rules(cu, "Pending")[1]
+            retry = rules(cu, "Pending")[1]
             plan: list[tuple[str, TransitionRequest | None]] = []  # claim order; None: back unchanged
             for cu_id in ids:
                 state, attempt = found[cu_id][:2] if cu_id in found else (None, 0)
@@ -707,7 +692,7 @@ class SQLiteCoordination(Coordination):
         pilot: str | None = None,
     ) -> None:
         """Append a non-transition event."""
-        encoded = _dumps(dict(detail), f"{entity} {entity_id!r}", "detail")
+        encoded = dumps(dict(detail), f"{entity} {entity_id!r}", "detail")
         with self._auto(f"record {entity} event") as conn:
             conn.execute(
                 _EVENT_INSERT, (self.namespace, entity, entity_id, None, None, time.time(), pilot, 0, encoded)
