@@ -16,8 +16,10 @@ Every error pilot-data raises on purpose derives from :class:`PilotDataError`. E
     │   ├── UnknownSchemeError (also ValueError)
     │   ├── MissingDependencyError (also ImportError)  with an install hint
     │   ├── UnsafePathError (also ValueError)  ``..``, absolute, or escaping the root
+    │   ├── InvalidStoreURLError (also ValueError)   malformed store URL (pilotdata.stores.base)
     │   ├── QuotaExceededError
     │   ├── StoreAuthError                    wrong credentials / rejected key
+    │   │   └── UnknownHostKeyError           SSH host key not in known_hosts (pilotdata.stores.sftp)
     │   └── StoreUnreachableError             host or endpoint unreachable
     ├── TransferError                         a copy failed after its retries
     │   └── ChecksumMismatchError
