@@ -1,8 +1,10 @@
 """Two labelled pilots; ten ComputeUnits follow their data.
 
 Two "sites" (affinity_datacenter_label site-a and site-b) each have a pilot and a PilotData. One
-DataUnit lives at each site; five CUs read the first, five the second. Placement sends every CU to the
-pilot at its data's site: nothing crosses sites.
+DataUnit lives at each site; five CUs read the first, five the second, each labelled with its data's
+site. Placement sends every CU to the pilot at its data's site: nothing crosses sites. (Without the
+labels, placement would still prefer the data's site, but for data this small it may decide that
+moving 2 MB is cheaper than waiting for a busy pilot, and run a CU at the other site.)
 
     python examples/labelled_pilots.py [WORKDIR]
 """
@@ -41,7 +43,8 @@ cus = {}
 for i in range(10):
     site = "site-a" if i % 2 == 0 else "site-b"
     cus[cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"sha256sum {site}.dat"],
-                                 "input_data": [data_units[site].id]})] = site
+                                 "input_data": [data_units[site].id],
+                                 "affinity_datacenter_label": site})] = site
 cds.wait()
 
 ran = collections.Counter()

@@ -92,7 +92,7 @@ def bind_round(
             binds.append((rec.id, "", "no inputs and no affinity: shared queue, any pilot"))
             continue
         ranking = rank(demand, cands, model, weights=weights)
-        decision = decide(demand, ranking, now - first_seen[rec.id], weights=weights)
+        decision = decide(demand, ranking, max(0.0, now - first_seen[rec.id]), weights=weights)
         target: str | None = None
         if decision.action in (Action.BIND_TO, Action.TAKE_ANY):
             target = decision.pilot_id

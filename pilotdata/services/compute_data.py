@@ -132,6 +132,7 @@ class ComputeDataService:
         self._first_seen: dict[str, float] = {}
         self._uploads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._bind_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
