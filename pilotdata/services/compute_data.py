@@ -133,7 +133,6 @@ class ComputeDataService:
         self._uploads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._bind_lock = threading.Lock()
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ops = DataUnits(self._session)
@@ -205,7 +204,6 @@ class ComputeDataService:
             except Exception as exc:  # the DU must end Failed with the reason, so wait() returns
                 log.warning("DataUnit %s: %s", du_id, exc)
                 self._ops.fail(du_id, f"upload to {pd_id} failed: {exc}")
-            self._wake.set()
 
         if background:
             thread = threading.Thread(target=run, name=f"upload-{du_id}", daemon=True)
