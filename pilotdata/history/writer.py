@@ -110,13 +110,17 @@ class HistoryWriter:
             self.coordination.trim_events(cursor)
         return new
 
-    def run(self, stop_event: threading.Event, interval: float = 1.0, *, trim: bool = False) -> int:
+    def run(
+        self, stop_event: threading.Event, interval: float = 1.0, *, trim: bool = False, batch_window: float = 0.1
+    ) -> int:
         """Drain continuously until ``stop_event`` is set; return the number of new rows stored.
 
-        Waits for new events with the backend's blocking read (``events_after(block=interval)``), so an
-        event is stored as soon as it arrives; ``interval`` bounds how long a stop request waits. A
-        failing backend or database is logged and retried every ``interval`` seconds. After the stop
-        request, whatever is left in the stream is drained once more.
+        Waits for new events with the backend's blocking read (``events_after(block=interval)``);
+        ``interval`` bounds how long a stop request waits. After a small batch it lets ``batch_window``
+        seconds of events gather before the next read, so a busy stream is written in a few large
+        transactions rather than one commit per handful of events. A failing backend or database is
+        logged and retried every ``interval`` seconds. After the stop request, whatever is left in the
+        stream is drained once more.
         """
         total = 0
         cursor: str | None = None
@@ -132,6 +136,8 @@ class HistoryWriter:
                     cursor = events[-1].cursor
                     if trim:
                         self.coordination.trim_events(cursor)
+                    if len(events) < self.batch_size:
+                        stop_event.wait(batch_window)
             except (CoordinationError, HistoryError) as exc:
                 log.warning("history writer for %s: %s; retrying in %.1f s", self.source, exc, interval)
                 resume = True

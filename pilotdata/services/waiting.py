@@ -18,6 +18,8 @@ from pilotdata.states import FINAL_STATES, Kind
 
 _BLOCK = 1.0  # seconds per blocking read; also bounds how often ``tick`` runs
 _RESYNC = 10.0  # seconds between full re-reads
+_MANY = 500  # a read with fewer events than this waits _GATHER before the next one
+_GATHER = 0.05  # seconds: coalesces a busy stream into batches (bounds the added latency too)
 
 
 def wait_for_states(
@@ -62,6 +64,9 @@ def wait_for_states(
         if moved:
             still = _absorb(coord, kind, list(dict.fromkeys(moved)), goal, done)
             remaining -= set(moved) - still
+        if events and remaining and len(events) < _MANY:
+            # a trickle of events: let a few more gather instead of one read per event
+            time.sleep(_GATHER)
     return [done[i] for i in wanted]
 
 
