@@ -134,7 +134,14 @@ class S3Writer(Writer):
         self.finished = False
 
     def write(self, data: bytes) -> None:
-        """Buffer; send each full part in the background (at most 8 in flight per file, like boto3's 10)."""
+        """Buffer; send each full part in the background (at most 8 in flight per file, like boto3's 10).
+
+        A chunk that is exactly one part (the default chunk and part sizes match) goes out as it is,
+        without being copied through the buffer.
+        """
+        if not self.buffer and len(data) == self.part_size:
+            self._send(bytes(data))
+            return
         self.buffer += data
         while len(self.buffer) >= self.part_size:
             part = bytes(self.buffer[: self.part_size])
