@@ -139,6 +139,23 @@ def test_verify_files_reports_missing_resized_and_corrupted_files(site_factory: 
     assert problems["flipped"].problem == "sha256" and problems["flipped"].actual == _sha(b"abcdeF")
 
 
+@pytest.mark.parametrize("verify", [True, "full"])
+def test_other_fsspec_filesystems_get_part_files_and_a_rename(
+    verify: Any, site_factory: Callable[..., Site], tmp_path: Path
+) -> None:
+    """A filesystem the engine has no special case for (here: a wrapped local one) goes through fs.open/fs.mv."""
+    src = site_factory("file", "src")
+    files = dataset(12, 10, big=3 * 2**20)
+    populate(src, files)
+    wrapped = FlakyFS(failures=0)
+    report = copy_files(src.fs, src.root, wrapped, str(tmp_path / "out"), manifest(files), verify=verify,
+                        chunk_size=2**20)
+    assert report.files == len(files)
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()) == \
+        sorted(files)
+    assert verify_files(LocalFileSystem(), str(tmp_path / "out"), manifest(files)) == []
+
+
 # ------------------------------------------------------------------ retries and errors
 def test_transient_errors_are_retried_until_the_copy_succeeds(site_factory: Callable[..., Site]) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
