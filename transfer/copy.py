@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from transfer import fastpath
-from transfer.endpoints import Endpoint, LocalEndpoint, Writer, endpoint_for
+from transfer.endpoints import Chunk, Endpoint, LocalEndpoint, Writer, endpoint_for
 from transfer.errors import ChecksumMismatchError, TransferError, UnsafePathError, is_transient
 from transfer.manifest import FileEntry, StreamHasher, to_entries
 from transfer.objectstore import ObjectEndpoint, same_s3_endpoint
@@ -272,7 +272,7 @@ class _Copier:
                 raise
         return FileEntry(entry.path, hasher.size, sha)
 
-    def _check_read_back(self, entry: FileEntry, sha: str, chunks: Iterable[bytes]) -> None:
+    def _check_read_back(self, entry: FileEntry, sha: str, chunks: Iterable[Chunk]) -> None:
         hasher = StreamHasher()
         for chunk in chunks:
             hasher.update(chunk)

@@ -27,6 +27,10 @@ from transfer import paths
 
 __all__ = ["Endpoint", "FsspecEndpoint", "LocalEndpoint", "Writer", "endpoint_for", "is_plain_local", "is_sftp"]
 
+Chunk = bytes | bytearray | memoryview
+"""A piece of a file in flight. Readers may reuse their buffers: a chunk stays valid until the
+consumer has taken two more (the engine finishes writing chunk i before it asks for chunk i + 2)."""
+
 OBJECT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "r2"})
 
 
@@ -50,7 +54,7 @@ class Writer:
 
     final: str
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Chunk) -> None:
         """Store the next chunk."""
         raise NotImplementedError
 
@@ -111,7 +115,7 @@ class Endpoint:
         """Size in bytes of ``rel`` (FileNotFoundError if missing)."""
         return int(self.fs.info(self.path(rel))["size"])
 
-    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[bytes]:
+    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[Chunk]:
         """The bytes of ``rel`` in chunks (about ``chunk_size``; SFTP reads whole windows), read to EOF."""
         with self.fs.open(self.path(rel), "rb") as f:
             while True:
@@ -161,7 +165,7 @@ class _FsspecRenameWriter(Writer):
         self.tmp = paths.part_name(final, token())
         self.f: Any = fs.open(self.tmp, "wb")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Chunk) -> None:
         self.f.write(data)
 
     def finish(self) -> None:
@@ -252,14 +256,30 @@ class LocalEndpoint(Endpoint):
         """``os.stat`` size."""
         return os.stat(self.path(rel)).st_size
 
-    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[bytes]:
-        """Unbuffered reads to EOF."""
+    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[Chunk]:
+        """Unbuffered reads to EOF; a large file is read into three rotating buffers.
+
+        Reusing the buffers matters: a fresh 8 MiB ``bytes`` per chunk comes from ``mmap`` and pays
+        a page fault per 4 KiB on first touch, which halved local copy speed in the benchmark.
+        """
         with open(self.path(rel), "rb", buffering=0) as f:
+            if size_hint is not None and size_hint <= chunk_size:
+                while True:
+                    data = f.read(chunk_size)
+                    if not data:
+                        return
+                    yield data
+            buffers: list[bytearray] = []
+            turn = 0
             while True:
-                data = f.read(chunk_size)
-                if not data:
+                if turn < 3:
+                    buffers.append(bytearray(chunk_size))
+                buf = buffers[turn % 3]
+                n = f.readinto(buf)
+                if not n:
                     return
-                yield data
+                yield memoryview(buf)[:n]
+                turn += 1
 
     def writer(self, rel: str, size_hint: int | None) -> Writer:
         """A part file beside the final name, ``os.replace`` to publish."""
@@ -288,7 +308,7 @@ class LocalWriter(Writer):
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         self.fd = os.open(self.tmp, flags, 0o666)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Chunk) -> None:
         """``os.write`` until all of ``data`` is written."""
         view = memoryview(data)
         while view:

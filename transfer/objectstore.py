@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from transfer.endpoints import Endpoint, Writer
+from transfer.endpoints import Chunk, Endpoint, Writer
 
 __all__ = ["BufferedFileWriter", "ObjectEndpoint", "S3Writer", "is_s3fs", "same_s3_endpoint"]
 
@@ -71,7 +71,7 @@ class ObjectEndpoint(Endpoint):
         """Stop the part/range pool."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[bytes]:
+    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[Chunk]:
         """One GET for a small object, parallel ranged GETs for a large one."""
         path = self.path(rel)
         if size_hint is not None and 0 < size_hint <= chunk_size:
@@ -133,7 +133,7 @@ class S3Writer(Writer):
         self.slots = threading.BoundedSemaphore(PARTS_IN_FLIGHT)
         self.finished = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Chunk) -> None:
         """Buffer; send each full part in the background (at most 8 in flight per file, like boto3's 10).
 
         A chunk that is exactly one part (the default chunk and part sizes match) goes out as it is,
@@ -226,7 +226,7 @@ class BufferedFileWriter(Writer):
         self.final = path
         self.f: Any = fs.open(path, "wb")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Chunk) -> None:
         """Buffered write (parts may upload, nothing is committed)."""
         self.f.write(data)
 

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from transfer import paths
-from transfer.endpoints import Endpoint, Writer, quiet_close, token
+from transfer.endpoints import Chunk, Endpoint, Writer, quiet_close, token
 
 __all__ = ["MAX_CHANNELS", "ChannelPool", "SFTPEndpoint", "SFTPWriter", "pool_for", "prefer_gcm", "sftp_iter"]
 
@@ -196,7 +196,7 @@ class SFTPEndpoint(Endpoint):
         with self.pool.channel() as client:
             return int(client.stat(self.path(rel)).st_size)
 
-    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[bytes]:
+    def iter_read(self, rel: str, size_hint: int | None, chunk_size: int) -> Iterator[Chunk]:
         """Windowed ``readv`` to the file's size, on a channel held for the whole read."""
         with self.pool.channel() as client:
             f = client.open(self.path(rel), "rb")
@@ -258,7 +258,7 @@ class SFTPWriter(Writer):
         self.f.MAX_REQUEST_SIZE = pool.request
         self.f.set_pipelined(True)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Chunk) -> None:
         """Pipelined SFTP writes (acknowledgements are collected on close)."""
         self.f.write(data)
 
