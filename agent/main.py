@@ -360,6 +360,8 @@ class Agent:
 
     def _finish(self, reason: str) -> None:
         try:
+            # work still waiting on this pilot's own queue goes to the shared queue: nothing is stranded
+            self.coord.requeue_lost(self.pilot, self.policies.max_reassign, force=True)
             self.coord.retire(self.pilot)
         finally:
             req = TransitionRequest(

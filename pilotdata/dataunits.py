@@ -25,7 +25,7 @@ from typing import Any
 import fsspec
 
 import transfer
-from pilotdata.coordination import Coordination, EntityRecord
+from pilotdata.coordination import Coordination, EntityRecord, TransitionRequest
 from pilotdata.descriptions import DataUnitDescription
 from pilotdata.errors import (
     ChecksumMismatchError,
@@ -214,9 +214,14 @@ class DataUnits:
         except Exception as exc:
             self._fail_replica(du_id, pd_id, exc)
             raise _converted(exc, f"DataUnit {du_id} upload to {pd_id}") from exc
-        self.coord.update_data(Kind.DU, du_id, {**_entries_patch(entries),
-                                                key: {"status": "complete", "time": time.time()}})
-        self._transition(du_id, DataUnitState.RUNNING)
+        # manifest, complete replica and Running in one atomic step, and only if nobody removed the DU
+        done = self.coord.transition_many(Kind.DU, [TransitionRequest(
+            du_id, DataUnitState.RUNNING.value, expected=DataUnitState.PENDING.value,
+            data={**_entries_patch(entries), key: {"status": "complete", "time": time.time()}},
+        )])[0]
+        if not done.ok:
+            self.store(pd_id).rm(du_id, recursive=True)
+            raise StoreError(f"DataUnit {du_id} became {done.previous} during its upload; the upload was discarded")
 
     def open_empty(self, du_id: str, pd_id: str) -> None:
         """Make a DU with no files usable at ``pd_id`` (an output DU that CUs will fill)."""

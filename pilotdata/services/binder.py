@@ -57,10 +57,12 @@ def bind_round(
     weights: Weights | None = None,
     required_affinity: bool = False,
     final: bool = False,
+    recent: Sequence[str] = (),
 ) -> BindOutcome:
     """Bind what should be bound among ``cu_ids`` now. ``final``: bind everything bindable (no holding).
 
-    ``first_seen`` maps CU id -> monotonic time it was first considered (updated here).
+    ``first_seen`` maps CU id -> monotonic time it was first considered (updated here). ``recent`` are
+    CU ids whose run times estimate how long a task takes (the caller's latest submissions).
     """
     model = model or BandwidthModel()
     weights = weights or Weights()
@@ -72,8 +74,7 @@ def bind_round(
     descs = {r.id: r.data.get("description") or {} for r in records}
     du_ids = {_ref_id(ref) for d in descs.values()
               for ref in [*(d.get("input_data") or ()), *(d.get("output_data") or ())]}
-    snap: Snapshot = take_snapshot(coord, mean_task_seconds(
-        coord.get_many(Kind.CU, list(cu_ids)[-200:])), du_ids)
+    snap: Snapshot = take_snapshot(coord, mean_task_seconds(coord.get_many(Kind.CU, list(recent)[-200:])), du_ids)
     to_fail: list[TransitionRequest] = []
     binds: list[tuple[str, str, str]] = []
     cands = list(snap.candidates)

@@ -62,7 +62,12 @@ class CallbackWatcher:
     def _run(self) -> None:
         coord = self._session.coord
         while not self._stopped.is_set():
-            events = coord.events_after(self._cursor, limit=1000, block=0.5)
+            try:
+                events = coord.events_after(self._cursor, limit=1000, block=0.5)
+            except Exception:  # a transient backend error must not end every pending callback
+                log.exception("callback watcher: reading events failed; retrying")
+                self._stopped.wait(1.0)
+                continue
             for event in events:
                 self._cursor = event.cursor
                 if event.to_state in FINAL_STATES and event.id in self._callbacks:

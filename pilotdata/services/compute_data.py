@@ -119,6 +119,7 @@ class ComputeDataService:
             raise DescriptionError(f"affinity: expected 'soft' or 'required', got {affinity!r}",
                                    field="affinity", value=affinity)
         self._session = resolve(session, coordination_url, namespace)
+        self._adopt_session = session is None and coordination_url is None and namespace is None
         self.id = cds_url or f"cds-{uuid.uuid4().hex[:12]}"
         self.policy = policy or FailurePolicy()
         self.required_affinity = affinity == "required"
@@ -133,6 +134,7 @@ class ComputeDataService:
         self._uploads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._bind_lock = threading.Lock()
+        self._fallback_pcs: PilotComputeService | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ops = DataUnits(self._session)
@@ -148,8 +150,27 @@ class ComputeDataService:
         return self.id
 
     # ------------------------------------------------------------ services
+    def _join(self, service: PilotComputeService | PilotDataService) -> None:
+        """Use the service's session when this CDS was made without one (BigJob's ``ComputeDataService()``
+        next to services given a coordination URL); refuse services of another coordination."""
+        theirs = service.session
+        if theirs is self._session:
+            return
+        if self._adopt_session and not self._pcs and not self._pds and not self._cus and not self._dus:
+            self._session = theirs
+            self._ops = DataUnits(theirs)
+            theirs.on_close(self.close)
+            return
+        if (theirs.url, theirs.namespace) != (self._session.url, self._session.namespace):
+            raise DescriptionError(
+                f"{service!r} uses coordination {theirs.url} (namespace {theirs.namespace}) but this "
+                f"ComputeDataService uses {self._session.url} (namespace {self._session.namespace})",
+                field="coordination_url",
+            )
+
     def add_pilot_compute_service(self, pcs: PilotComputeService) -> None:
         """Use the pilots of ``pcs``."""
+        self._join(pcs)
         self._pcs.append(pcs)
 
     def remove_pilot_compute_service(self, pcs: PilotComputeService) -> None:
@@ -158,6 +179,7 @@ class ComputeDataService:
 
     def add_pilot_data_service(self, pds: PilotDataService) -> None:
         """Use the PilotData of ``pds``."""
+        self._join(pds)
         self._pds.append(pds)
 
     def remove_pilot_data_service(self, pds: PilotDataService) -> None:
@@ -266,22 +288,41 @@ class ComputeDataService:
     def _bind(self, final: bool = False) -> None:
         with self._lock:
             pending = list(self._unbound)
+            recent = self._cus[-200:]
         if not pending:
             return
-        bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
-                         weights=self.weights, required_affinity=self.required_affinity, final=final)
+        with self._bind_lock:  # the submitting thread and the binder thread take turns
+            bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
+                       weights=self.weights, required_affinity=self.required_affinity, final=final,
+                       recent=recent)
         coord = self._session.coord
         still_new = {r.id for r in coord.get_many(Kind.CU, pending) if r is not None and r.state == "New"}
         with self._lock:
             self._unbound = [i for i in self._unbound if i in still_new]
 
+    def _pilot_services(self) -> list[PilotComputeService]:
+        if self._pcs:
+            return self._pcs
+        if self._fallback_pcs is None:  # one for the life of this CDS: launchers (SSH clients) are reused
+            self._fallback_pcs = PilotComputeService(session=self._session, policy=self.policy)
+        return [self._fallback_pcs]
+
     def _refresh(self) -> None:
-        pcs_list = self._pcs or [PilotComputeService(session=self._session, policy=self.policy)]
-        for pcs in pcs_list:
+        for pcs in self._pilot_services():
             pcs.refresh()
 
+    def _tick(self) -> None:
+        """What a waiting caller does about once a second: keep binding and keep pilots honest."""
+        self._refresh()
+        with self._lock:
+            unbound = bool(self._unbound)
+        if unbound:
+            self._ensure_thread()
+
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        with self._lock:
+            if self._thread is not None:
+                return
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name=f"binder-{self.id}", daemon=True)
             self._thread.start()
@@ -304,7 +345,10 @@ class ComputeDataService:
                 self._stop.wait(0.5)
             with self._lock:
                 if not self._unbound and not any(t.is_alive() for t in self._uploads):
-                    return  # idle: the next submit starts it again
+                    self._thread = None  # idle: the next submit (or a waiter's tick) starts a new one
+                    return
+        with self._lock:
+            self._thread = None
 
     # ------------------------------------------------------------ waiting
     def wait(self, timeout: float | None = None) -> None:
@@ -315,22 +359,25 @@ class ComputeDataService:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
         wait_for_states(self._session.coord, Kind.DU, list(self._dus), {DataUnitState.RUNNING.value},
-                        timeout=left(), tick=self._refresh)
-        wait_for_states(self._session.coord, Kind.CU, list(self._cus), timeout=left(), tick=self._refresh)
+                        timeout=left(), tick=self._tick)
+        wait_for_states(self._session.coord, Kind.CU, list(self._cus), timeout=left(), tick=self._tick)
 
     def cancel(self) -> None:
         """Stop the binding thread and cancel every unfinished CU of this service (BigJob's ``cancel``)."""
-        self._stop.set()
+        self.close()
         for cu in self.list_compute_units():
             cu.cancel()
 
     def close(self) -> None:
         """Stop the background threads (CUs keep running on their pilots)."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
         for thread in self._uploads:
             thread.join(timeout=30)
+        if self._fallback_pcs is not None:
+            self._fallback_pcs.close()
 
     def get_state(self) -> str:
         """``Running`` while any CU is unfinished, else ``Done``."""

@@ -19,7 +19,7 @@ from typing import Any
 from pilotdata.config import data_dir
 from pilotdata.coordination import EntityRecord
 from pilotdata.descriptions import PilotComputeDescription, affinity_labels
-from pilotdata.errors import IllegalTransitionError, LaunchError, NotFoundError, PilotDataError
+from pilotdata.errors import IllegalTransitionError, LaunchError, NotFoundError, PilotDataError, StateError
 from pilotdata.launchers import JobState, JobStatus, Launcher, LaunchSpec, launcher_for
 from pilotdata.services.policy import FailurePolicy
 from pilotdata.services.waiting import wait_for_states
@@ -86,7 +86,7 @@ class PilotCompute:
 
     def wait(self, timeout: float | None = None, state: str = PilotState.RUNNING) -> str:
         """Block until the pilot reaches ``state`` (default Running) or a final state; return the state."""
-        svc = self._service or PilotComputeService(session=self._session)
+        svc = self._service or fallback_service(self._session)
 
         def tick() -> None:
             svc.refresh()
@@ -97,12 +97,19 @@ class PilotCompute:
 
     def cancel(self) -> None:
         """Stop the pilot: Canceled, agent killed through its launcher, claimed work requeued."""
-        service = self._service or PilotComputeService(session=self._session)
+        service = self._service or fallback_service(self._session)
         service.cancel_pilot(self.id)
 
     def submit_compute_unit(self, compute_unit_description: Mapping[str, Any] | Any) -> Any:
-        """Run a ComputeUnit on this pilot (bound here, no placement). Returns its ComputeUnit."""
+        """Run a ComputeUnit on this pilot (bound here, no placement). Returns its ComputeUnit.
+
+        Raises :class:`~pilotdata.errors.StateError` if the pilot has ended (nothing is recorded).
+        """
         from pilotdata.services.compute_data import submit_units
+
+        state = self.get_state()
+        if state in FINAL_STATES:
+            raise StateError(f"pilot {self.id} is {state}: it takes no more work")
 
         return submit_units(self._session, [compute_unit_description], pilot=self.id)[0]
 
@@ -261,6 +268,11 @@ class PilotComputeService:
                 continue
             if status is not None and status.is_final:
                 changed[pilot_id] = self._job_ended(pilot_id, status)
+        finished = [r.id for r in coord.get_many(Kind.PILOT, coord.list_ids(Kind.PILOT))
+                    if r is not None and r.state in FINAL_STATES]
+        for pilot_id, length in coord.queue_lengths(finished).items():
+            if length:  # bound to a pilot that ended before taking it: back to the shared queue
+                coord.requeue_lost(pilot_id, self.policy.lost_task_max_reassign, force=True)
         for pilot_id in coord.expired_pilots():
             result = coord.requeue_lost(pilot_id, self.policy.lost_task_max_reassign)
             if result.requeued or result.failed or result.dropped or pilot_id not in changed:
@@ -306,8 +318,31 @@ class PilotComputeService:
         for pilot in self.list_pilots():
             if pilot.get_state() not in FINAL_STATES:
                 self.cancel_pilot(pilot.id)
+        self.close()
+
+    def close(self) -> None:
+        """Close the launchers' connections (SSH clients); pilots keep running."""
         for launcher in self._launchers.values():
             launcher.close()
+        self._launchers.clear()
 
     def __repr__(self) -> str:
         return f"PilotComputeService({self.id!r}, {self._session!r})"
+
+
+_fallbacks: dict[int, PilotComputeService] = {}
+
+
+def fallback_service(session: Session) -> PilotComputeService:
+    """One PilotComputeService per session for handles reconnected by id (reuses its launchers)."""
+    svc = _fallbacks.get(id(session))
+    if svc is None or svc.session is not session:
+        svc = _fallbacks[id(session)] = PilotComputeService(session=session)
+
+        def forget() -> None:
+            gone = _fallbacks.pop(id(session), None)
+            if gone is not None:
+                gone.close()
+
+        session.on_close(forget)
+    return svc

@@ -82,6 +82,19 @@ class PilotData:
         return [DataUnit(r.id, session=self._session) for r in coord.get_many(Kind.DU, ids)
                 if r is not None and (r.data.get(key) or {}).get("status") == "complete"]
 
+    def submit_data_unit(self, data_unit_description: Mapping[str, Any]) -> Any:
+        """Create a DataUnit on this PilotData and upload its files (BigJob's ``pd.submit_data_unit``).
+
+        Returns the DataUnit once it is usable (Running) or Failed with the reason.
+        """
+        from pilotdata.services.compute_data import ComputeDataService
+
+        cds = ComputeDataService(session=self._session)
+        try:
+            return cds.submit_data_unit(data_unit_description, pilot_data=self, background=False)
+        finally:
+            cds.close()
+
     def cancel(self) -> None:
         """Deregister this PilotData (files stay in the store)."""
         self._session.coord.delete(Kind.PD, self.id)

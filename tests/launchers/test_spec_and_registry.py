@@ -107,7 +107,8 @@ def test_redact_url() -> None:
 
 
 def test_registry_maps_schemes_to_classes() -> None:
-    assert supported_schemes() == ["fork", "slurm", "slurm+ssh", "ssh", "subprocess"]  # subprocess: BigJob alias of fork
+    # subprocess: BigJob's later name for fork
+    assert supported_schemes() == ["fork", "slurm", "slurm+ssh", "ssh", "subprocess"]
     assert isinstance(launcher_for("fork://localhost"), ForkLauncher)
     assert isinstance(launcher_for("slurm://localhost"), SlurmLauncher)
     assert isinstance(launcher_for("slurm+ssh://u@127.0.0.1:1"), SlurmLauncher)  # connects on first use

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+import pytest
 
 from pilotdata.services.binder import bind_round
 from pilotdata.services.compute_data import bind_now, submit_units
@@ -41,3 +44,38 @@ def test_bind_now_without_pilots_uses_the_shared_queue(sqlite_session: Session) 
     bind_now(sqlite_session, [cu.id])
     assert sqlite_session.coord.get(Kind.CU, cu.id).state == "Pending"
     assert sqlite_session.coord.queued(None) == [cu.id]
+
+
+def test_work_left_on_a_finished_pilots_queue_goes_back_to_the_shared_queue(sqlite_session: Session) -> None:
+    from pilotdata import PilotCompute, PilotComputeService
+    from pilotdata.errors import StateError
+
+    _running_pilot(sqlite_session, "p-a", "site-a")
+    cu = submit_units(sqlite_session, [{"executable": "/bin/true"}], pilot="p-a")[0]
+    sqlite_session.coord.transition(Kind.PILOT, "p-a", "Done")  # ended without taking it
+    PilotComputeService(session=sqlite_session).refresh()
+    assert sqlite_session.coord.queued("p-a") == []
+    assert sqlite_session.coord.queued(None) == [cu.id]
+    with pytest.raises(StateError, match="takes no more work"):
+        PilotCompute("p-a", session=sqlite_session).submit_compute_unit({"executable": "/bin/true"})
+    assert len(sqlite_session.coord.list_ids(Kind.CU)) == 1
+
+
+def test_cds_without_arguments_joins_its_services_coordination(tmp_path: Path) -> None:
+    """BigJob idiom: services get the coordination URL, ComputeDataService() gets nothing."""
+    from pilotdata import ComputeDataService, PilotComputeService, PilotDataService
+    from pilotdata.errors import DescriptionError
+
+    url = f"sqlite:///{tmp_path / 'bigjob.sqlite'}"
+    pds = PilotDataService(coordination_url=url)
+    pd = pds.create_pilot({"service_url": str(tmp_path / "pd")})
+    (tmp_path / "f.txt").write_text("x")
+    cds = ComputeDataService()
+    cds.add_pilot_data_service(pds)
+    cds.add_pilot_compute_service(PilotComputeService(coordination_url=url))
+    du = cds.submit_data_unit({"file_urls": [str(tmp_path / "f.txt")]}, pilot_data=pd, background=False)
+    assert du.get_state() == "Running"
+    other = PilotComputeService(coordination_url=f"sqlite:///{tmp_path / 'other.sqlite'}")
+    with pytest.raises(DescriptionError, match=r"other\.sqlite"):
+        cds.add_pilot_compute_service(other)
+    cds.close()
