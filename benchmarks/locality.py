@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -295,12 +296,24 @@ def run_bound(env: Env, pset: PilotSet, descs: Sequence[dict[str, Any]], setting
 
 
 def run_engine(env: Env, pset: PilotSet, settings: Settings, notes: list[str]) -> tuple[list[str], list[str]]:
-    """The engine policy (see the module docstring); ``(CU ids, sites that got a new replica)``."""
+    """The engine policy (see the module docstring); ``(CU ids, sites that got a new replica)``.
+
+    Each release of CUs goes through a ComputeDataService of its own: one CDS's background binding
+    thread and a new ``submit_compute_units`` on the same CDS race on its hold timers
+    (``placement.decide`` then sees a negative wait and raises). Binding from several CDS instances at
+    once is safe (every bind is a compare-and-set), and they all read the same pilots and queues.
+    """
     coord = env.session.coord
     model = BandwidthModel.from_rates(wide_area=settings.wan_bytes_per_s)
-    cds = ComputeDataService(session=env.session, affinity="required", bandwidth=model)
-    cds.add_pilot_compute_service(pset.pcs)
-    cds.add_pilot_data_service(env.pds)
+    services: list[ComputeDataService] = []
+
+    def release(descs: Sequence[dict[str, Any]]) -> list[str]:
+        cds = ComputeDataService(session=env.session, affinity="required", bandwidth=model)
+        cds.add_pilot_compute_service(pset.pcs)
+        cds.add_pilot_data_service(env.pds)
+        services.append(cds)
+        return [cu.id for cu in cds.submit_compute_units(descs)]
+
     snap = take_snapshot(coord, settings.task_seconds, [env.db.id])
     db_ref = snap.data_ref(env.db.id, None)
     readers = Counter(c.site for c in snap.candidates)  # one pull per pilot: each caches the DB once
@@ -318,34 +331,34 @@ def run_engine(env: Env, pset: PilotSet, settings: Settings, notes: list[str]) -
     copiers = [threading.Thread(target=copy, args=(c.pd_id,), daemon=True) for c in plan.copies]
     for thread in copiers:
         thread.start()
-    pd_site = {pd_id: snap.pd_sites[pd_id] for pd_id in snap.pd_sites}
     replica_dcs = {site[0] for site in db_ref.replica_sites if site}
     descs = [staged_description(env, settings, i) for i in range(settings.cus)]
     ids: list[str] = []
-    if copiers and len(replica_dcs) == 1:
-        # Until the copies land, only the sites holding the data take work, at the pace they run it.
-        (home,) = replica_dcs
-        slots = sum(c.total_slots for c in snap.candidates if c.site[:1] == (home,))
-        while descs and any(t.is_alive() for t in copiers):
-            cursor = coord.last_cursor()
-            unfinished = sum(1 for r in coord.get_many(Kind.CU, ids) if r is not None and r.state not in FINAL_STATES)
-            room = 2 * slots - unfinished  # one running and one queued per slot: no pilot idles
-            if room > 0:
-                batch, descs = descs[:room], descs[room:]
-                ids += [cu.id for cu in cds.submit_compute_units(
-                    [{**d, "affinity_datacenter_label": home} for d in batch])]
-            coord.events_after(cursor, limit=1, block=0.5)
-        notes.append(f"{len(ids)} CUs released to {home} while the replica was copied")
-    for thread in copiers:
-        thread.join()
-    notes.extend(errors)
-    if descs:
-        ids += [cu.id for cu in cds.submit_compute_units(descs)]
     try:
-        cds.wait(timeout=settings.timeout)
+        if copiers and len(replica_dcs) == 1:
+            # Until the copies land, only the sites holding the data take work, at the pace they run it.
+            (home,) = replica_dcs
+            slots = sum(c.total_slots for c in snap.candidates if c.site[:1] == (home,))
+            while descs and any(t.is_alive() for t in copiers):
+                cursor = coord.last_cursor()
+                unfinished = sum(1 for r in coord.get_many(Kind.CU, ids)
+                                 if r is not None and r.state not in FINAL_STATES)
+                room = 2 * slots - unfinished  # one running and one queued per slot: no pilot idles
+                if room > 0:
+                    batch, descs = descs[:room], descs[room:]
+                    ids += release([{**d, "affinity_datacenter_label": home} for d in batch])
+                coord.events_after(cursor, limit=1, block=0.5)
+            notes.append(f"{len(ids)} CUs released to {home} while the replica was copied")
+        for thread in copiers:
+            thread.join()
+        notes.extend(errors)
+        if descs:
+            ids += release(descs)
+        wait_for_states(coord, Kind.CU, ids, timeout=settings.timeout, tick=pset.pcs.refresh)
     finally:
-        cds.close()
-    new_sites = [pd_site[c.pd_id][0] for c in plan.copies if pd_site.get(c.pd_id)]
+        for cds in services:
+            cds.close()
+    new_sites = [c.site[0] for c in plan.copies if c.site]
     return ids, new_sites
 
 
@@ -529,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pd-locality-"))
     os.environ["PDATA_HOME"] = str(workdir / "pdata-home")
     results: dict[str, Result] = {}
+    crashed: dict[str, str] = {}
     sites: TwoSites | None = None
     env: Env | None = None
     try:
@@ -541,7 +555,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(site-b, netns {link.netns}), tbf {settings.wan_bits}bit each way")
         env = prepare(sites, settings, workdir, log)
         for policy in settings.policies:
-            results[policy] = run_policy(env, settings, policy, log)
+            try:
+                results[policy] = run_policy(env, settings, policy, log)
+            except (SetupError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # one policy's failure must not hide the others' figures
+                traceback.print_exc()
+                crashed[policy] = f"{type(exc).__name__}: {exc}"
+                log(f"  {policy}: FAILED: {crashed[policy]}")
     except SetupError as exc:
         print(f"locality: cannot run: {exc}", file=sys.stderr)
         return 2
@@ -555,11 +576,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"kept {workdir}")
     lines, figures = summarize(settings, results, placement_seconds())
+    lines += [f"{policy}: FAILED, no figures: {why}" for policy, why in crashed.items()]
+    figures["crashed"] = crashed
     for line in lines:
         print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, sort_keys=True))
-    return 0 if all(r.failed == 0 for r in results.values()) else 1
+    return 0 if not crashed and all(r.failed == 0 for r in results.values()) else 1
 
 
 if __name__ == "__main__":
