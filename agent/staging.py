@@ -56,6 +56,7 @@ class DataStager:
         self.cache_dir = cache_dir
         self.session = session
         self.input_wait = input_wait
+        self._site: tuple[str, ...] | None = None
         self._stop = stop or threading.Event()
         self._cache: Any = None
         """The :class:`transfer.PilotCache`, made on first use (imports the transfer engine lazily)."""
@@ -89,7 +90,7 @@ class DataStager:
             import transfer
             from pilotdata.dataunits import complete_replicas, du_entries, to_transfer_entries
 
-            record = self._ready_record(du_id)
+            record = self._nearer_copy(du_id, self._ready_record(du_id))
             entries = to_transfer_entries(du_entries(record))
             key = transfer.cache_key(du_id, entries)
             if self._cache is None:
@@ -132,17 +133,43 @@ class DataStager:
                     f"input DataUnit {du_id} is {record.state}: no complete replica after {self.input_wait:g} s"
                 )
 
-    def _replica_order(self, pd_ids: Sequence[str]) -> list[str]:
-        """Replicas to try, local filesystems first (they can be hard-linked, not copied)."""
+    def _distance(self, pd_id: str) -> tuple[int, int, str]:
+        """Sort key of a replica: affinity-tree distance from this pilot, then local files first, then id."""
         from pilotdata.services.pilot_data import open_pd_store
+        from pilotdata.services.snapshot import site_of
+        from placement import tree_distance
 
-        def rank(pd_id: str) -> int:
-            try:
-                return 0 if open_pd_store(self.session, pd_id).scheme == "file" else 1
-            except PilotDataError:
-                return 2
+        if self._site is None:
+            self._site = site_of(self.coord.get(Kind.PILOT, self.pilot).data.get("labels") or {})
+        try:
+            store = open_pd_store(self.session, pd_id)
+        except PilotDataError:
+            return (1 << 30, 2, pd_id)
+        return (tree_distance(self._site, site_of(store.labels)), 0 if store.scheme == "file" else 1, pd_id)
 
-        return sorted(pd_ids, key=rank)
+    def _replica_order(self, pd_ids: Sequence[str]) -> list[str]:
+        """Replicas to try, nearest to this pilot first (then local filesystems, which can be linked)."""
+        return sorted(pd_ids, key=self._distance)
+
+    def _nearer_copy(self, du_id: str, record: EntityRecord) -> EntityRecord:
+        """Wait (up to ``input_wait``) while a replica nearer than every complete one is being copied.
+
+        The ComputeDataService replicates a DataUnit to a site when its cost model says one copy beats
+        every CU there pulling it from afar; the CUs wait for that copy instead of each pulling.
+        """
+        from pilotdata.dataunits import complete_replicas, replicas
+
+        deadline = time.monotonic() + self.input_wait
+        while True:
+            complete = complete_replicas(record)
+            pending = [pd for pd, info in replicas(record).items() if info.get("status") == "pending"]
+            if not pending or not complete:
+                return record
+            if min(self._distance(p)[0] for p in pending) >= min(self._distance(c)[0] for c in complete):
+                return record
+            if time.monotonic() >= deadline or self._stop.wait(0.5):
+                return record
+            record = self.coord.get(Kind.DU, du_id)
 
     def _fetch(self, du_id: str, pd_id: str, key: str, entries: Sequence[Any]) -> None:
         from pilotdata.dataunits import convert_transfer_error

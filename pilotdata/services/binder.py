@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +58,14 @@ def bind_round(
     required_affinity: bool = False,
     final: bool = False,
     recent: Sequence[str] = (),
+    before_enqueue: Callable[[dict[str, str]], None] | None = None,
 ) -> BindOutcome:
     """Bind what should be bound among ``cu_ids`` now. ``final``: bind everything bindable (no holding).
 
     ``first_seen`` maps CU id -> monotonic time it was first considered (updated here). ``recent`` are
     CU ids whose run times estimate how long a task takes (the caller's latest submissions).
+    ``before_enqueue`` sees the bindings after they are recorded and before any pilot can claim them
+    (the CDS marks planned replicas pending there, so agents wait for the near copy).
     """
     model = model or BandwidthModel()
     weights = weights or Weights()
@@ -127,6 +130,8 @@ def bind_round(
         for cu, pilot, why in binds:
             if pilot and cu in outcome.bound:  # data-aware bindings keep their reason for `pdata explain`
                 coord.update_data(Kind.CU, cu, {"placement": why})
+        if before_enqueue is not None and outcome.bound:
+            before_enqueue(dict(outcome.bound))
         for pilot, ids in by_queue.items():
             coord.enqueue(ids, pilot or None)
     return outcome

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pilotdata.dataunits import DataUnits
+from pilotdata.dataunits import DataUnits, replicas
 from pilotdata.descriptions import ComputeUnitDescription, DataUnitDescription, affinity_labels, affinity_path
 from pilotdata.errors import DescriptionError, StoreError
 from pilotdata.services.binder import bind_round
@@ -29,7 +29,15 @@ from pilotdata.services.snapshot import demand_of, mean_task_seconds, site_of, t
 from pilotdata.services.waiting import wait_for_states
 from pilotdata.session import Session, resolve
 from pilotdata.states import ComputeUnitState, DataUnitState, Kind
-from placement import BandwidthModel, NoEligibleStoreError, StoreInfo, Weights, choose_store, rank
+from placement import (
+    BandwidthModel,
+    NoEligibleStoreError,
+    StoreInfo,
+    Weights,
+    choose_store,
+    rank,
+    replication_plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +121,7 @@ class ComputeDataService:
         affinity: str = "soft",
         weights: Weights | None = None,
         bandwidth: BandwidthModel | None = None,
+        replication_copies: int = 3,
         cds_url: str | None = None,
     ) -> None:
         if affinity not in ("soft", "required"):
@@ -125,6 +134,8 @@ class ComputeDataService:
         self.required_affinity = affinity == "required"
         self.weights = weights or Weights()
         self.bandwidth = bandwidth or BandwidthModel()
+        self.replication_copies = replication_copies
+        """At most this many replicas of a DataUnit (existing ones included); 1 disables replication."""
         self._pcs: list[PilotComputeService] = []
         self._pds: list[PilotDataService] = []
         self._cus: list[str] = []
@@ -294,11 +305,68 @@ class ComputeDataService:
         with self._bind_lock:  # the submitting thread and the binder thread take turns
             bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
                        weights=self.weights, required_affinity=self.required_affinity, final=final,
-                       recent=recent)
+                       recent=recent, before_enqueue=self._replicate_for)
         coord = self._session.coord
         still_new = {r.id for r in coord.get_many(Kind.CU, pending) if r is not None and r.state == "New"}
         with self._lock:
             self._unbound = [i for i in self._unbound if i in still_new]
+
+    def _replicate_for(self, bound: Mapping[str, str]) -> None:
+        """Replicate input DataUnits towards the sites their just-bound CUs run at, when it pays.
+
+        Readers are counted per pilot that does not cache the DU yet (each pilot pulls once); the
+        copies are chosen by :func:`placement.replication_plan` (Rucio-style, at most
+        ``replication_copies`` replicas). A planned replica is marked pending at once, so agents at that
+        site wait for it instead of each pulling from afar; it is copied in the background.
+        """
+        if self.replication_copies <= 1 or not any(bound.values()):
+            return
+        coord = self._session.coord
+        cus = coord.get_many(Kind.CU, [c for c, p in bound.items() if p])
+        pilots = {r.id: r for r in coord.get_many(Kind.PILOT, sorted({p for p in bound.values() if p}))
+                  if r is not None}
+        readers: dict[str, dict[tuple[str, ...], set[str]]] = {}
+        for rec in cus:
+            pilot = pilots.get(bound.get(rec.id, "")) if rec is not None else None
+            if rec is None or pilot is None:
+                continue
+            site = site_of(pilot.data.get("labels") or {})
+            for ref in (rec.data.get("description") or {}).get("input_data") or ():
+                du_id = str(next(iter(ref))) if isinstance(ref, dict) else str(ref)
+                if du_id not in (pilot.data.get("cached_dus") or ()):
+                    readers.setdefault(du_id, {}).setdefault(site, set()).add(pilot.id)
+        if not readers:
+            return
+        snap = take_snapshot(coord, mean_task_seconds([]), readers)
+        for du_id, by_site in readers.items():
+            rec = snap.du_records.get(du_id)
+            if rec is None or rec.state != DataUnitState.RUNNING.value:
+                continue
+            taken = set(replicas(rec))  # complete, pending or failed: not planned again
+            stores = [StoreInfo(pd, site) for pd, site in sorted(snap.pd_sites.items()) if pd not in taken]
+            try:
+                plan = replication_plan(snap.data_ref(du_id, None), {s: len(p) for s, p in by_site.items()},
+                                        stores, self.bandwidth, copies_max=self.replication_copies)
+            except ValueError as exc:
+                log.warning("replication plan for %s: %s", du_id, exc)
+                continue
+            for copy in plan.copies:
+                self._start_replica(du_id, copy.pd_id, copy.source_pd)
+
+    def _start_replica(self, du_id: str, pd_id: str, source: str | None) -> None:
+        self._session.coord.update_data(Kind.DU, du_id, {f"replica:{pd_id}": {"status": "pending",
+                                                                               "time": time.time()}})
+
+        def run() -> None:
+            try:
+                self._ops.replicate(du_id, pd_id, source=source)
+                log.info("replicated %s to %s", du_id, pd_id)
+            except Exception as exc:  # recorded on the replica (failed, reason); readers use another one
+                log.warning("replication of %s to %s failed: %s", du_id, pd_id, exc)
+
+        thread = threading.Thread(target=run, name=f"replicate-{du_id}-{pd_id}", daemon=True)
+        self._uploads.append(thread)
+        thread.start()
 
     def _pilot_services(self) -> list[PilotComputeService]:
         if self._pcs:
