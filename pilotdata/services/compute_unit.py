@@ -5,38 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pilotdata.coordination import EntityRecord
 from pilotdata.errors import IllegalTransitionError
+from pilotdata.services.handle import EntityHandle
 from pilotdata.services.waiting import wait_for_states
-from pilotdata.session import Session, entity_id, resolve
 from pilotdata.states import FINAL_STATES, ComputeUnitState, Kind
 
 
-class ComputeUnit:
+class ComputeUnit(EntityHandle):
     """A handle on one ComputeUnit (BigJob's ``ComputeUnit``)."""
 
-    def __init__(self, cu_url: str, *, session: Session | None = None) -> None:
-        self.id = entity_id(cu_url)
-        self._session = resolve(session, None, None)
-
-    def _record(self) -> EntityRecord:
-        return self._session.coord.get(Kind.CU, self.id)
-
-    def get_url(self) -> str:
-        """The CU id (``ComputeUnit(id)`` reconnects from another process)."""
-        return self.id
-
-    def get_id(self) -> str:
-        """The CU id."""
-        return self.id
-
-    def get_state(self) -> str:
-        """Current state (a :class:`~pilotdata.states.ComputeUnitState` value)."""
-        return self._record().state
-
-    def get_description(self) -> dict[str, Any]:
-        """The normalised description dict."""
-        return dict(self._record().data.get("description") or {})
+    kind = Kind.CU
 
     def get_details(self) -> dict[str, Any]:
         """State, pilot, attempt, exit code, reason, sandbox, per-state times and the description."""
@@ -88,12 +66,3 @@ class ComputeUnit:
             coord.transition(Kind.CU, self.id, ComputeUnitState.CANCELED, detail={"reason": "canceled by user"})
         except IllegalTransitionError:
             pass  # already final
-
-    def __repr__(self) -> str:
-        return f"ComputeUnit({self.id!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ComputeUnit) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(("cu", self.id))

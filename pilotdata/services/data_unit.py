@@ -6,36 +6,30 @@ import builtins
 from collections.abc import Sequence
 from typing import Any
 
+from pilotdata.coordination import EntityRecord
 from pilotdata.dataunits import DataUnits, complete_replicas, du_entries, replicas
+from pilotdata.services.handle import EntityHandle
 from pilotdata.services.waiting import wait_for_states
-from pilotdata.session import Session, entity_id, resolve
+from pilotdata.session import Session
 from pilotdata.states import DataUnitState, Kind
 
 
-class DataUnit:
+class DataUnit(EntityHandle):
     """A handle on one DataUnit (BigJob's ``DataUnit``)."""
 
+    kind = Kind.DU
+
     def __init__(self, du_url: str, *, session: Session | None = None) -> None:
-        self.id = entity_id(du_url)
-        self._session = resolve(session, None, None)
+        super().__init__(du_url, session=session)
         self._ops = DataUnits(self._session)
 
-    def get_url(self) -> str:
-        """The DU id (``DataUnit(id)`` reconnects from another process)."""
-        return self.id
+    def _record(self) -> EntityRecord:
+        return self._ops.record(self.id)  # its NotFoundError names the DataUnit
 
     @property
     def url(self) -> str:
         """BigJob's ``data_unit.url``: the DU id (also usable as a CU ``working_directory``)."""
         return self.id
-
-    def get_id(self) -> str:
-        """The DU id."""
-        return self.id
-
-    def get_state(self) -> str:
-        """Current state (a :class:`~pilotdata.states.DataUnitState` value)."""
-        return self._ops.record(self.id).state
 
     def get_details(self) -> dict[str, Any]:
         """Name, state, files, total size, replicas and the reason of a failure."""
@@ -91,12 +85,3 @@ class DataUnit:
     def cancel(self) -> None:
         """Remove the DU and all its replicas."""
         self._ops.remove(self.id)
-
-    def __repr__(self) -> str:
-        return f"DataUnit({self.id!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DataUnit) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(("du", self.id))

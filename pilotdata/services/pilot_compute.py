@@ -21,9 +21,10 @@ from pilotdata.coordination import EntityRecord
 from pilotdata.descriptions import PilotComputeDescription, affinity_labels
 from pilotdata.errors import IllegalTransitionError, LaunchError, NotFoundError, PilotDataError, StateError
 from pilotdata.launchers import JobState, JobStatus, Launcher, LaunchSpec, launcher_for
+from pilotdata.services.handle import EntityHandle
 from pilotdata.services.policy import FailurePolicy
 from pilotdata.services.waiting import wait_for_states
-from pilotdata.session import Session, entity_id, resolve
+from pilotdata.session import Session, resolve
 from pilotdata.states import FINAL_STATES, Kind, PilotState
 from pilotdata.stores.base import public_options
 
@@ -37,34 +38,15 @@ _JOB_TO_PILOT = {
 }
 
 
-class PilotCompute:
+class PilotCompute(EntityHandle):
     """A handle on one pilot (BigJob's ``PilotCompute``); cheap to create, reconnects by id."""
+
+    kind = Kind.PILOT
 
     def __init__(self, pilot_url: str, *, session: Session | None = None,
                  service: PilotComputeService | None = None) -> None:
-        self.id = entity_id(pilot_url)
-        self._session = resolve(session, None, None)
+        super().__init__(pilot_url, session=session)
         self._service = service
-
-    @property
-    def session(self) -> Session:
-        """The session this handle talks through."""
-        return self._session
-
-    def _record(self) -> EntityRecord:
-        return self._session.coord.get(Kind.PILOT, self.id)
-
-    def get_url(self) -> str:
-        """The pilot's id (pass it to ``PilotCompute(...)`` in another process to reconnect)."""
-        return self.id
-
-    def get_state(self) -> str:
-        """Current state (a :class:`~pilotdata.states.PilotState` value)."""
-        return self._record().state
-
-    def get_description(self) -> dict[str, Any]:
-        """The normalised description dict."""
-        return dict(self._record().data.get("description") or {})
 
     def get_details(self) -> dict[str, Any]:
         """State, description, slots, labels, cached DataUnits, launcher job and timestamps."""
@@ -112,15 +94,6 @@ class PilotCompute:
             raise StateError(f"pilot {self.id} is {state}: it takes no more work")
 
         return submit_units(self._session, [compute_unit_description], pilot=self.id)[0]
-
-    def __repr__(self) -> str:
-        return f"PilotCompute({self.id!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PilotCompute) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(("pilot", self.id))
 
 
 class PilotComputeService:
