@@ -157,12 +157,13 @@ class Coordination(ABC):
         self.close()
 
     # ------------------------------------------------------------------ entities
-    @abstractmethod
     def create(self, kind: Kind | str, entity_id: str, data: Mapping[str, Any]) -> EntityRecord:
         """Create an entity in state New and append its creation event (from ``None`` to ``New``).
 
         Raises :class:`~pilotdata.errors.AlreadyExistsError` if the id is taken.
         """
+        self.create_many(kind, [(entity_id, data)])
+        return self.get(kind, entity_id)
 
     @abstractmethod
     def create_many(self, kind: Kind | str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:

@@ -411,11 +411,6 @@ class RedisCoordination(Coordination):
         deleting: list[list[Any]] = [[DATA_PREFIX + key, False] for key, value in patch.items() if value is None]
         return json.dumps(setting + deleting)
 
-    def create(self, kind: Kind | str, entity_id: str, data: Mapping[str, Any]) -> EntityRecord:
-        """Create an entity in state New (see :meth:`Coordination.create`)."""
-        self.create_many(kind, [(entity_id, data)])
-        return self.get(kind, entity_id)
-
     def create_many(self, kind: Kind | str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Create many entities in one script call: all of them, or none if any id is taken."""
         k = kind_name(kind)

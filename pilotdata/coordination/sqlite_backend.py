@@ -261,11 +261,6 @@ class SQLiteCoordination(Coordination):
                 parts.append(f"{json.dumps(key)}:{dumps(value, f'{kind} {entity_id!r}', f'data.{key}')}")
         return "{" + ",".join(parts) + "}"
 
-    def create(self, kind: Kind | str, entity_id: str, data: Mapping[str, Any]) -> EntityRecord:
-        """Create an entity in state New (see :meth:`Coordination.create`)."""
-        self.create_many(kind, [(entity_id, data)])
-        return self.get(kind, entity_id)
-
     def create_many(self, kind: Kind | str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Create many entities in one transaction: all of them, or none if any id is taken."""
         k = kind_name(kind)
