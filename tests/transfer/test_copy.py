@@ -92,7 +92,8 @@ def test_corrupted_source_raises_checksum_mismatch_and_publishes_nothing(
     src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
     good = {"small.bin": os.urandom(1000), "large.bin": os.urandom(9 * 2**20)}
     entries = manifest(good)
-    populate(src, {"small.bin": good["small.bin"], "large.bin": b"X" + good["large.bin"][1:]})  # one byte flipped
+    flipped = bytes([good["large.bin"][0] ^ 0xFF]) + good["large.bin"][1:]  # always differs (b"X" + ... did not
+    populate(src, {"small.bin": good["small.bin"], "large.bin": flipped})  # when the random byte was already X)
     with pytest.raises(ChecksumMismatchError) as info:
         copy_files(src.fs, src.root, dst.fs, dst.root, entries, chunk_size=2**20, link=False)
     err = info.value
