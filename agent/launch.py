@@ -22,6 +22,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -223,23 +224,37 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+_OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_devnull: int | None = None
+_devnull_lock = threading.Lock()
+
+
+def _stdin() -> int:
+    """One read-only ``/dev/null`` descriptor shared by every CU's stdin (close-on-exec in the agent)."""
+    global _devnull
+    with _devnull_lock:
+        if _devnull is None:
+            _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return _devnull
+
+
 def spawn(argv: Sequence[str], sandbox: Path, env: Mapping[str, str], stdout: Path, stderr: Path) -> Launched:
     """Start ``argv`` in ``sandbox`` with stdout/stderr to the given files, in a new session."""
     try:
-        out = open(stdout, "wb")  # noqa: SIM115 - closed below, after the child has its copy
+        out = os.open(stdout, _OUTPUT_FLAGS, 0o666)
     except OSError as exc:
         raise CUFailed(f"cannot open output file {str(stdout)!r}: {exc.strerror or exc}") from exc
     try:
-        err = out if stderr == stdout else open(stderr, "wb")  # noqa: SIM115
+        err = out if stderr == stdout else os.open(stderr, _OUTPUT_FLAGS, 0o666)
     except OSError as exc:
-        out.close()
+        os.close(out)
         raise CUFailed(f"cannot open error file {str(stderr)!r}: {exc.strerror or exc}") from exc
     try:
         proc = subprocess.Popen(
             list(argv),
             cwd=sandbox,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
+            stdin=_stdin(),
             stdout=out,
             stderr=err,
             start_new_session=True,
@@ -252,7 +267,7 @@ def spawn(argv: Sequence[str], sandbox: Path, env: Mapping[str, str], stdout: Pa
     except OSError as exc:
         raise CUFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
     finally:
-        out.close()
-        if err is not out:
-            err.close()
+        os.close(out)
+        if err != out:
+            os.close(err)
     return Launched(proc)

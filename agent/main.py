@@ -36,7 +36,9 @@ from agent.config import AgentConfig, parse_args, url_has_password
 from agent.heartbeat import Heartbeat
 from agent.launch import cores
 from agent.policies import FailureStreak, Policies
+from agent.pool import ThreadPool
 from agent.reaper import Reaper
+from agent.recorder import Recorder
 from agent.slots import SlotPool
 from agent.staging import DataStager
 from agent.task import Task
@@ -64,6 +66,10 @@ class Agent:
     def __init__(self, config: AgentConfig, coord: Coordination, stager: Stager | None = None) -> None:
         self.config = config
         self.coord = coord
+        self.recorder = Recorder(coord)
+        """Batches the CU transitions of the workers (started in :meth:`run`)."""
+        self.pool = ThreadPool("cu")
+        """Threads the workers run on."""
         self.pilot = config.pilot
         self.policies = Policies(config.max_retries, config.max_reassign, config.max_consecutive_failures)
         self.streak = FailureStreak(config.max_consecutive_failures)
@@ -176,6 +182,7 @@ class Agent:
     def run(self) -> int:
         """Register, serve until stopped, hand work back, retire. Returns the process exit status."""
         self.register()
+        self.recorder.start()
         self.reaper = Reaper()
         self._heartbeat = Heartbeat(
             self.coord, self.pilot, self.config.heartbeat_ttl, self.config.max_reassign, self._pilot_final
@@ -290,6 +297,7 @@ class Agent:
         if now < self._next_watch:
             return
         self._next_watch = now + self.config.claim_timeout
+        self.reaper.flush()
         self.watch()
 
     def watch(self) -> None:
@@ -334,6 +342,8 @@ class Agent:
         for worker in self._active():
             log.warning("CU %s did not hand itself back in time; requeuing it from the agent", worker.task.id)
             worker.abandoned = True
+        # moves still queued (a Done of a CU that just ended) are stored before the sweep looks
+        self.recorder.close(max(1.0, deadline - time.monotonic()))
         self._sweep(reason)
 
     def _sweep(self, reason: str) -> None:

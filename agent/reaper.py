@@ -5,7 +5,10 @@ Each CU runs in its own session (so a cancel or timeout can kill its whole tree)
 elsewhere: the same CU would run to completion twice. The agent therefore starts this small sidecar
 (``python -m agent.reaper``) with a pipe on its stdin and tells it ``+PGID`` when a CU starts and
 ``-PGID`` when it has ended. When the pipe closes (the agent exited, however it died) the reaper
-SIGKILLs every group still registered, then exits. It ignores SIGINT/SIGTERM/SIGHUP so that a signal
+SIGKILLs every group still registered, then exits. The ``-PGID`` lines wait in the agent and go out
+with the next ``+PGID`` (one write per CU instead of two) or with :meth:`Reaper.flush`, which the
+agent calls about once a second: a group is forgotten at most a second late, far too soon for its
+number to be given to another process group. It ignores SIGINT/SIGTERM/SIGHUP so that a signal
 meant for the agent's terminal or job does not take it away first.
 """
 
@@ -52,6 +55,7 @@ class Reaper:
     def __init__(self, *, start: bool = True) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
+        self._ended: list[str] = []
         if not start:
             return
         try:
@@ -66,27 +70,40 @@ class Reaper:
             log.warning("orphan reaper not started (%s); CUs may outlive a killed agent", exc)
 
     def _send(self, line: str) -> None:
-        with self._lock:
-            if self._proc is None or self._proc.stdin is None:
-                return
-            try:
-                self._proc.stdin.write(line + "\n")
-                self._proc.stdin.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                log.warning("orphan reaper is gone; CUs may outlive a killed agent")
-                self._proc = None
+        """Write the pending ``-PGID`` lines and ``line`` (if any) in one write; call with the lock held."""
+        if self._proc is None or self._proc.stdin is None:
+            self._ended.clear()
+            return
+        text = "".join(self._ended) + line
+        self._ended.clear()
+        if not text:
+            return
+        try:
+            self._proc.stdin.write(text)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            log.warning("orphan reaper is gone; CUs may outlive a killed agent")
+            self._proc = None
 
     def watch(self, pgid: int) -> None:
-        """Register a CU's process group."""
-        self._send(f"+{pgid}")
+        """Register a CU's process group (before the CU can outlive a dying agent: written at once)."""
+        with self._lock:
+            self._send(f"+{pgid}\n")
 
     def unwatch(self, pgid: int) -> None:
-        """Forget a process group whose CU has ended."""
-        self._send(f"-{pgid}")
+        """Forget a process group whose CU has ended (sent with the next write)."""
+        with self._lock:
+            self._ended.append(f"-{pgid}\n")
+
+    def flush(self) -> None:
+        """Send the pending ``-PGID`` lines now."""
+        with self._lock:
+            self._send("")
 
     def close(self) -> None:
         """Close the pipe (the reaper kills what is still registered and exits) and reap it."""
         with self._lock:
+            self._send("")  # ended groups first: the reaper must not kill numbers no longer ours
             proc, self._proc = self._proc, None
         if proc is None:
             return

@@ -24,6 +24,11 @@ def sandbox_path(workdir: Path, task: Task) -> Path:
 def make_sandbox(workdir: Path, task: Task) -> Path:
     """Create (if needed) and return the sandbox of ``task``; :class:`CUFailed` if it is unusable."""
     path = sandbox_path(workdir, task)
+    try:
+        os.mkdir(path)
+        return path  # just made by this agent: a directory it can write (one system call per CU)
+    except OSError:
+        pass  # exists already, or a parent is missing, or not allowed: the careful way says which
     what = ("working_directory " if task.description.working_directory else "sandbox ") + repr(str(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -45,6 +50,8 @@ def make_sandbox(workdir: Path, task: Task) -> Path:
 def output_file(sandbox: Path, name: str) -> Path:
     """The path of a stdout/stderr file named in the description (relative to the sandbox)."""
     path = sandbox / name
+    if "/" not in name:
+        return path  # directly in the sandbox, which exists
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,9 +1,15 @@
-"""One CU's life on this pilot: a thread from claim to final state (or back to the queue).
+"""One CU's life on this pilot: a job on a pool thread from claim to final state (or back to the queue).
 
 The worker moves its CU ``Pending -> StagingInput -> Running -> StagingOutput -> Done`` with every
 transition made compare-and-set on the state it last wrote, so that anyone else who moved the CU in
 the meantime (a client cancelling it, a detector requeuing a pilot it thought dead) wins and the
 worker simply lets go: it kills its process group and releases the id, writing nothing more.
+
+Transitions go through the agent's :class:`~agent.recorder.Recorder`, which batches them. Two of them
+do not make the CU wait: ``Running`` is queued and the process starts at once (if the move does not
+apply, the callback interrupts the worker, which kills the process group), and ``Done`` is queued
+and the slots are freed at once (if it does not apply, the callback releases the id). Every other
+move waits for its result.
 
 Failures go through :meth:`CUWorker._fail`: the failed-task retry policy may send the CU back to
 Pending with attempt+1 (``unclaim`` puts it at the front of the shared queue atomically), otherwise it
@@ -25,11 +31,13 @@ from typing import Any, Protocol
 
 from agent.launch import Launched, build_argv, cu_environment, spawn
 from agent.policies import FailureStreak, Policies
+from agent.pool import ThreadPool
 from agent.reaper import Reaper
+from agent.recorder import Recorder
 from agent.sandbox import make_sandbox, output_file
 from agent.slots import SlotPool
 from agent.task import CUFailed, Task
-from pilotdata.coordination import Coordination, TransitionRequest
+from pilotdata.coordination import Coordination, TransitionRequest, TransitionResult
 from pilotdata.errors import StagingError
 from pilotdata.launchers.base import signal_name
 from pilotdata.states import ComputeUnitState as S
@@ -55,6 +63,8 @@ class Host(Protocol):
     """What a worker needs from its agent."""
 
     coord: Coordination
+    recorder: Recorder
+    pool: ThreadPool
     pilot: str
     workdir: Path
     slots: SlotPool
@@ -86,11 +96,10 @@ def signal_reason(code: int) -> str:
     return f"killed by signal {signal_name(-code)}" if code < 0 else f"exit code {code}"
 
 
-class CUWorker(threading.Thread):
+class CUWorker:
     """Runs one claimed CU (see the module docstring). Holds ``task.processes`` slots until it ends."""
 
     def __init__(self, host: Host, task: Task) -> None:
-        super().__init__(name=f"cu-{task.id}", daemon=True)
         self.host = host
         self.task = task
         self.state: str = S.PENDING.value
@@ -100,6 +109,19 @@ class CUWorker(threading.Thread):
         self._lock = threading.Lock()
         self.abandoned = False
         """Set by the agent at shutdown when it took the CU back itself: write nothing more."""
+        self._finished = threading.Event()
+
+    def start(self) -> None:
+        """Run the CU on one of the agent's pool threads."""
+        self.host.pool.submit(self.run)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker is done with its CU (slots released); False on timeout."""
+        return self._finished.wait(timeout)
+
+    def is_alive(self) -> bool:
+        """Whether the worker still has its CU."""
+        return not self._finished.is_set()
 
     # ------------------------------------------------------------------- control
     def interrupt(self, kind: str) -> None:
@@ -124,12 +146,41 @@ class CUWorker(threading.Thread):
         """
         if self.abandoned:
             raise _Lost(None)
-        final = to in (S.DONE, S.FAILED, S.CANCELED)
-        req = TransitionRequest(self.task.id, to.value, self.state, self.host.pilot, detail, data, release=final)
-        result = self.host.coord.transition_many(Kind.CU, [req])[0]
+        result = self.host.recorder.move(self._request(to, detail, data))
         if not result.ok:
             raise _Lost(result.previous)
         self.state = to.value
+
+    def _request(self, to: S, detail: Mapping[str, Any] | None, data: Mapping[str, Any] | None) -> TransitionRequest:
+        final = to in (S.DONE, S.FAILED, S.CANCELED)
+        return TransitionRequest(self.task.id, to.value, self.state, self.host.pilot, detail, data, release=final)
+
+    def _move_on(self, to: S, detail: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> None:
+        """Queue a move without waiting for it (``Running``, ``Done``); :meth:`_moved` handles a refusal."""
+        if self.abandoned:
+            raise _Lost(None)
+        self.host.recorder.submit(self._request(to, detail, data), self._moved)
+        self.state = to.value
+
+    def _moved(self, result: TransitionResult | None, error: BaseException | None) -> None:
+        """Recorder callback of :meth:`_move_on`: a move that did not apply interrupts or lets go."""
+        if result is not None and result.ok:
+            return
+        why = f"{type(error).__name__}: {error}" if error is not None else f"it is {result and result.previous}"
+        if result is not None and result.state == S.DONE.value:
+            # the CU had ended here; someone else moved it first (a cancel, a requeue): give up the id
+            log.info("CU %s: Done not recorded (%s); letting go", self.task.id, why)
+            if not self.abandoned:
+                try:
+                    self._release()
+                except Exception as exc:  # coordination down: a lost-pilot sweep releases it later
+                    log.warning("CU %s: could not release: %s", self.task.id, exc)
+            return
+        if error is not None and result is None and self.state == S.DONE.value:
+            log.error("CU %s: ended but could not be recorded Done: %s", self.task.id, why)
+            return
+        previous = result.previous if result is not None else None
+        self.interrupt("canceled" if previous == S.CANCELED.value else "lost")
 
     def _release(self) -> None:
         self.host.coord.release(self.host.pilot, [self.task.id])
@@ -152,6 +203,7 @@ class CUWorker(threading.Thread):
         finally:
             self.host.slots.release(self.task.processes)
             self.host.worker_done(self)
+            self._finished.set()
 
     def _let_go(self, state: str | None) -> None:
         kind = self.interrupt_kind or "lost"
@@ -203,7 +255,8 @@ class CUWorker(threading.Thread):
         running: dict[str, Any] = {"host": host, "slots": task.processes}
         if task.is_mpi:
             running["launcher"] = os.path.basename(argv[0])
-        self._move(S.RUNNING, running, None if staged else {"sandbox": str(sandbox)})
+        # queued, not awaited: the process starts now; a refused move interrupts the wait below
+        self._move_on(S.RUNNING, running, None if staged else {"sandbox": str(sandbox)})
         try:
             launched = spawn(argv, sandbox, env, stdout, stderr)
         except CUFailed as failure:
@@ -222,7 +275,9 @@ class CUWorker(threading.Thread):
             except StagingError as exc:
                 self._fail(CUFailed(f"output staging failed: {exc}", exit_code=0))
                 return
-        self._move(S.DONE, {"exit_code": 0}, {"exit_code": 0, "reason": None})
+        if self.interrupt_kind:  # cancelled (or its Running refused) while it ran: nothing to record
+            raise _Lost(self.interrupt_kind)
+        self._move_on(S.DONE, {"exit_code": 0}, {"exit_code": 0, "reason": None})
         self.host.streak.success()
 
     def _interrupted_before_start(self) -> bool:

@@ -1,0 +1,208 @@
+"""The transition recorder: every CU state change of this agent, batched into few coordination calls.
+
+Workers hand their transitions to one :class:`Recorder` thread instead of each making its own round
+trip. The thread takes everything queued, sends it as one
+:meth:`~pilotdata.coordination.Coordination.transition_many` call (a single script on Redis, a single
+transaction on SQLite) and hands each result back; while a call is in flight the next batch gathers.
+Requests are applied in the order they were handed in, so a CU's ``Running`` always reaches the
+server before its ``Done``.
+
+A worker can wait for its result (:meth:`Recorder.move`) or go on and be told later
+(:meth:`Recorder.submit` with a callback): the agent starts a CU's process without waiting for its
+``Running`` to be stored and frees the slots as soon as the process has exited, so the round trips
+overlap with the next CU instead of adding to every CU's time. A move that does not apply
+(someone else moved the CU: a client cancelled it, a detector requeued it) is reported to the
+callback, which interrupts the worker or lets the CU go; nothing is completed twice because every
+move is compare-and-set on the state the worker last wrote.
+
+A batch holding only moves nobody waits for lingers up to :data:`LINGER` seconds for more before it
+is sent (a waited-for move, :meth:`Recorder.flush` and :meth:`Recorder.close` end the linger): the
+CUs never wait for those moves, and ten moves per call cost the agent and the server far less than
+one call each.
+
+A failing call (coordination unreachable) is retried with back-off for up to :data:`RETRY_FOR`
+seconds, then the error goes to every waiter and callback of that batch. A retried move that finds
+its own target state already stored (the first try applied, its reply was lost) counts as applied.
+Callbacks run on the recorder thread: they must be short and must not wait for the recorder.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pilotdata.coordination import Coordination, TransitionRequest, TransitionResult
+from pilotdata.errors import CoordinationError
+from pilotdata.states import Kind
+
+log = logging.getLogger(__name__)
+
+RETRY_FOR = 60.0
+"""Seconds a batch is retried while the coordination backend cannot be reached."""
+
+MAX_BATCH = 500
+"""Most requests sent in one call."""
+
+LINGER = 0.005
+"""Seconds a batch of moves nobody waits for gathers more before it is sent."""
+
+Callback = Callable[[TransitionResult | None, BaseException | None], None]
+"""``callback(result, error)``: exactly one of the two is not None."""
+
+
+@dataclass
+class Pending:
+    """One queued move and, once sent, its outcome."""
+
+    request: TransitionRequest
+    callback: Callback | None = None
+    urgent: bool = False
+    """Someone waits for the result: send without lingering."""
+    done: threading.Event = field(default_factory=threading.Event)
+    result: TransitionResult | None = None
+    error: BaseException | None = None
+
+    def wait(self) -> TransitionResult:
+        """Block until the move was sent; its result, or the error the call raised."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class Recorder:
+    """Batches CU transitions (see the module docstring). :meth:`start` it, :meth:`close` it at the end."""
+
+    def __init__(self, coord: Coordination, *, retry_for: float = RETRY_FOR, linger: float = LINGER) -> None:
+        self.coord = coord
+        self.retry_for = retry_for
+        self.linger = linger
+        self._hurry = 0  # flushes in progress: no lingering
+        self._queue: deque[Pending] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="transition-recorder", daemon=True)
+
+    def start(self) -> None:
+        """Start the recorder thread."""
+        self._thread.start()
+
+    # ------------------------------------------------------------------ API
+    def submit(self, request: TransitionRequest, callback: Callback | None = None, *, urgent: bool = False) -> Pending:
+        """Queue a CU move; ``callback(result, error)`` runs on the recorder thread once it was sent.
+
+        ``urgent``: the caller will wait for the result, so the batch is sent without lingering.
+        """
+        item = Pending(request, callback, urgent)
+        with self._cond:
+            if self._closed:
+                raise CoordinationError("the agent's transition recorder is closed")
+            self._queue.append(item)
+            self._cond.notify_all()
+        return item
+
+    def move(self, request: TransitionRequest) -> TransitionResult:
+        """Queue a CU move and wait for its result."""
+        return self.submit(request, urgent=True).wait()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far was sent; False if ``timeout`` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._hurry += 1
+            self._cond.notify_all()
+            try:
+                while self._queue or self._busy:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+            finally:
+                self._hurry -= 1
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is queued, then stop the thread."""
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    # -------------------------------------------------------------- thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                self._busy = True
+                self._gather()
+                batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+            try:
+                self._send(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _gather(self) -> None:
+        """Linger (lock held) while the queue holds only moves nobody waits for; see the module docstring."""
+        end = time.monotonic() + self.linger
+        while len(self._queue) < MAX_BATCH and not self._closed and not self._hurry:
+            if any(p.urgent for p in self._queue):
+                return
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
+    def _send(self, batch: list[Pending]) -> None:
+        requests = [p.request for p in batch]
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        retried = False
+        while True:
+            try:
+                results = self.coord.transition_many(Kind.CU, requests)
+                break
+            except Exception as exc:
+                if not isinstance(exc, CoordinationError):  # a bug, not an outage: no point retrying
+                    log.exception("recording %d CU transition(s) failed", len(batch))
+                    for p in batch:
+                        self._finish(p, None, exc)
+                    return
+                if time.monotonic() + delay > deadline:
+                    log.error("could not record %d CU transition(s): %s", len(batch), exc)
+                    for p in batch:
+                        self._finish(p, None, exc)
+                    return
+                if not retried:
+                    log.warning("recording CU transitions failed, retrying: %s", exc)
+                retried = True
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        for p, result in zip(batch, results, strict=True):
+            if retried and not result.ok and result.previous == p.request.to:
+                # the first try applied it and only the reply was lost
+                result = TransitionResult(result.kind, result.id, True, p.request.expected, result.state,
+                                          result.attempt, result.time)
+            self._finish(p, result, None)
+
+    @staticmethod
+    def _finish(p: Pending, result: TransitionResult | None, error: BaseException | None) -> None:
+        p.result, p.error = result, error
+        p.done.set()
+        if p.callback is not None:
+            try:
+                p.callback(result, error)
+            except Exception:
+                log.exception("CU %s: transition callback failed", p.request.id)
