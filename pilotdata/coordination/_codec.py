@@ -17,8 +17,15 @@ def dumps(value: object, what: str, field: str) -> str:
         raise DescriptionError(f"{what}: {field} is not JSON-serialisable: {exc}", field=field) from exc
 
 
+_KINDS = {k.value: k.value for k in Kind} | {k: k.value for k in Kind}
+
+
 def kind_name(kind: Kind | str) -> str:
     """The canonical kind string; ``ValueError`` for an unknown kind."""
+    try:
+        return _KINDS[kind]
+    except (KeyError, TypeError):
+        pass
     try:
         return Kind(kind).value
     except ValueError:

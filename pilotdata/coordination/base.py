@@ -177,6 +177,13 @@ class Coordination(ABC):
     def get_many(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[EntityRecord | None]:
         """Return entities in the order asked; ``None`` for ids that do not exist."""
 
+    def states(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[str | None]:
+        """The states of entities in the order asked (``None`` where missing), without their data.
+
+        Backends answer from the state field alone; waiting for thousands of CUs reads no descriptions.
+        """
+        return [None if r is None else r.state for r in self.get_many(kind, entity_ids)]
+
     @abstractmethod
     def list_ids(self, kind: Kind | str) -> list[str]:
         """All ids of ``kind`` in this namespace (from an index, never a key scan), sorted."""

@@ -18,6 +18,7 @@ are spelled (and documented) in :mod:`pilotdata.coordination.keys`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -278,6 +279,7 @@ def _set(values: Iterable[str]) -> str:
 
 
 
+@functools.lru_cache(maxsize=128)
 def _rules(kind: str, to: str) -> tuple[str, str]:
     """(legal sources of ``to``, sources from which ``to`` is a retry) as script sets."""
     allowed, retry = rules(kind, to)
@@ -445,6 +447,15 @@ class RedisCoordination(Coordination):
                 pipe.hgetall(self.keys.entity(k, entity_id))
             rows = pipe.execute() if entity_ids else []
         return [_record(k, i, f) if f else None for i, f in zip(entity_ids, rows, strict=True)]
+
+    def states(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[str | None]:
+        """States in the order asked (``HGET state``, one pipelined round trip); ``None`` where missing."""
+        k = kind_name(kind)
+        with self._errors(f"get {k} states"):
+            pipe = self._r.pipeline(transaction=False)
+            for entity_id in entity_ids:
+                pipe.hget(self.keys.entity(k, entity_id), "state")
+            return list(pipe.execute()) if entity_ids else []
 
     def list_ids(self, kind: Kind | str) -> list[str]:
         """All ids of ``kind`` (from the index set), sorted."""

@@ -320,6 +320,16 @@ class SQLiteCoordination(Coordination):
             found = self._fetch(conn, k, entity_ids)
         return [found.get(i) for i in entity_ids]
 
+    def states(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[str | None]:
+        """States in the order asked (the state column only); ``None`` where missing."""
+        k = kind_name(kind)
+        found: dict[str, str] = {}
+        with self._auto(f"get {k} states") as conn:
+            for chunk in _chunks(list(dict.fromkeys(entity_ids))):
+                sql = f"SELECT id, state FROM entities WHERE ns = ? AND kind = ? AND id IN ({_marks(len(chunk))})"
+                found.update(conn.execute(sql, (self.namespace, k, *chunk)).fetchall())
+        return [found.get(i) for i in entity_ids]
+
     def list_ids(self, kind: Kind | str) -> list[str]:
         """All ids of ``kind``, sorted."""
         k = kind_name(kind)
