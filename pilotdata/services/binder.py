@@ -75,14 +75,23 @@ def bind_round(
     if not records:
         return outcome
     descs = {r.id: r.data.get("description") or {} for r in records}
-    du_ids = {_ref_id(ref) for d in descs.values()
-              for ref in [*(d.get("input_data") or ()), *(d.get("output_data") or ())]}
-    snap: Snapshot = take_snapshot(coord, mean_task_seconds(coord.get_many(Kind.CU, list(recent)[-200:])), du_ids)
+    anywhere = {r.id for r in records if _runs_anywhere(descs[r.id])}
+    snap: Snapshot | None = None
+    cands: list[Candidate] = []
+    if len(anywhere) < len(records):  # only placed CUs need the pilots, their loads and the data
+        du_ids = {_ref_id(ref) for d in descs.values()
+                  for ref in [*(d.get("input_data") or ()), *(d.get("output_data") or ())]}
+        recent_records = coord.get_many(Kind.CU, list(recent)[-200:])
+        snap = take_snapshot(coord, mean_task_seconds(recent_records), du_ids)
+        cands = list(snap.candidates)
     to_fail: list[TransitionRequest] = []
     binds: list[tuple[str, str, str]] = []
-    cands = list(snap.candidates)
     for rec in records:
         first_seen.setdefault(rec.id, now)
+        if rec.id in anywhere:
+            binds.append((rec.id, "", _ANYWHERE))
+            continue
+        assert snap is not None
         problem, waiting = _inputs_problem(descs[rec.id], snap)
         if problem:
             to_fail.append(TransitionRequest(rec.id, ComputeUnitState.FAILED, expected="New",
@@ -93,7 +102,7 @@ def bind_round(
             continue
         demand = demand_of(rec.id, descs[rec.id], snap, required=required_affinity)
         if not demand.inputs and not demand.affinity and demand.slots == 1:
-            binds.append((rec.id, "", "no inputs and no affinity: shared queue, any pilot"))
+            binds.append((rec.id, "", _ANYWHERE))
             continue
         ranking = rank(demand, cands, model, weights=weights)
         decision = decide(demand, ranking, max(0.0, now - first_seen[rec.id]), weights=weights)
@@ -135,6 +144,15 @@ def bind_round(
         for pilot, ids in by_queue.items():
             coord.enqueue(ids, pilot or None)
     return outcome
+
+
+_ANYWHERE = "no inputs and no affinity: shared queue, any pilot"
+
+
+def _runs_anywhere(desc: dict[str, Any]) -> bool:
+    """Whether a (normalised) description needs no placement: one slot, no data, no affinity."""
+    return (not desc.get("input_data") and not desc.get("output_data")
+            and not desc.get("affinity_datacenter_label") and int(desc.get("number_of_processes") or 1) == 1)
 
 
 def _may_grow(cands: Sequence[Candidate], slots: int) -> bool:

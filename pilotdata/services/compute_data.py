@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pilotdata.dataunits import DataUnits, replicas
@@ -26,7 +26,7 @@ from pilotdata.services.pilot_compute import PilotComputeService
 from pilotdata.services.pilot_data import PilotData, PilotDataService
 from pilotdata.services.policy import FailurePolicy
 from pilotdata.services.snapshot import demand_of, mean_task_seconds, site_of, take_snapshot
-from pilotdata.services.waiting import wait_for_states
+from pilotdata.services.waiting import wait_for_states, wait_until
 from pilotdata.session import Session, resolve
 from pilotdata.states import ComputeUnitState, DataUnitState, Kind
 from placement import (
@@ -42,13 +42,21 @@ from placement import (
 log = logging.getLogger(__name__)
 
 
+SUBMIT_CHUNK = 250
+"""CUs recorded (and bound) per step of a bulk submission: the first ones can start while the rest
+are still being recorded, instead of every CU waiting for the whole batch."""
+
+
 def submit_units(
     session: Session, descriptions: Sequence[Mapping[str, Any] | ComputeUnitDescription], *,
     pilot: str | None = None, cds: str | None = None,
+    on_chunk: Callable[[list[str]], None] | None = None,
 ) -> list[ComputeUnit]:
-    """Validate every description, then record the CUs in one batch (New); bind to ``pilot`` if given.
+    """Validate every description, then record the CUs (New) in chunks of :data:`SUBMIT_CHUNK`.
 
-    A bad description raises :class:`DescriptionError` naming its index and field; nothing is recorded.
+    Each chunk is bound to ``pilot`` if given, then passed to ``on_chunk`` (the CDS binds it there).
+    A bad description raises :class:`DescriptionError` naming its index and field; nothing is
+    recorded. (A coordination failure part-way leaves the chunks recorded before it.)
     """
     descs: list[ComputeUnitDescription] = []
     for i, d in enumerate(descriptions):
@@ -58,16 +66,21 @@ def submit_units(
             if len(descriptions) == 1:
                 raise
             raise DescriptionError(f"compute unit #{i}: {exc}", field=exc.field, value=exc.value) from exc
+    from pilotdata.coordination import TransitionRequest
+
     coord = session.coord
     ids = [f"cu-{uuid.uuid4().hex[:16]}" for _ in descs]
-    coord.create_many(Kind.CU, [(i, {"description": d.to_dict(), "cds": cds}) for i, d in zip(ids, descs)])
-    if pilot is not None:
-        from pilotdata.coordination import TransitionRequest
-
-        coord.transition_many(Kind.CU, [TransitionRequest(i, ComputeUnitState.PENDING, expected="New",
-                                                          detail={"pilot": pilot, "placement": "bound by user"})
-                                        for i in ids])
-        coord.enqueue(ids, pilot)
+    for start in range(0, len(ids), SUBMIT_CHUNK):
+        part = ids[start:start + SUBMIT_CHUNK]
+        coord.create_many(Kind.CU, [(i, {"description": d.to_dict(), "cds": cds})
+                                    for i, d in zip(part, descs[start:start + SUBMIT_CHUNK])])
+        if pilot is not None:
+            coord.transition_many(Kind.CU, [TransitionRequest(i, ComputeUnitState.PENDING, expected="New",
+                                                              detail={"pilot": pilot, "placement": "bound by user"})
+                                            for i in part])
+            coord.enqueue(part, pilot)
+        if on_chunk is not None:
+            on_chunk(part)
     return [ComputeUnit(i, session=session) for i in ids]
 
 
@@ -275,13 +288,18 @@ class ComputeDataService:
     def submit_compute_units(
         self, descriptions: Sequence[Mapping[str, Any] | ComputeUnitDescription]
     ) -> list[ComputeUnit]:
-        """Record many ComputeUnits in one batch and bind them; bad input records nothing."""
-        cus = submit_units(self._session, descriptions, cds=self.id)
-        ids = [cu.id for cu in cus]
+        """Record many ComputeUnits and bind them, chunk by chunk (the first run while the rest are
+        recorded); bad input records nothing."""
         with self._lock:
-            self._cus.extend(ids)
-            self._unbound.extend(ids)
-        self._bind()
+            earlier = self._cus[-200:]  # run times of earlier CUs inform the binding; new ones have none
+
+        def bind_chunk(ids: list[str]) -> None:
+            with self._lock:
+                self._cus.extend(ids)
+                self._unbound.extend(ids)
+            self._bind(recent=earlier)
+
+        cus = submit_units(self._session, descriptions, cds=self.id, on_chunk=bind_chunk)
         self._ensure_thread()
         return cus
 
@@ -296,20 +314,21 @@ class ComputeDataService:
                           required=self.required_affinity)
 
     # ------------------------------------------------------------ binding loop
-    def _bind(self, final: bool = False) -> None:
+    def _bind(self, final: bool = False, recent: Sequence[str] | None = None) -> None:
         with self._lock:
             pending = list(self._unbound)
-            recent = self._cus[-200:]
+            if recent is None:
+                recent = self._cus[-200:]
         if not pending:
             return
         with self._bind_lock:  # the submitting thread and the binder thread take turns
-            bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
-                       weights=self.weights, required_affinity=self.required_affinity, final=final,
-                       recent=recent, before_enqueue=self._replicate_for)
-        coord = self._session.coord
-        still_new = {r.id for r in coord.get_many(Kind.CU, pending) if r is not None and r.state == "New"}
+            outcome = bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
+                                 weights=self.weights, required_affinity=self.required_affinity, final=final,
+                                 recent=recent, before_enqueue=self._replicate_for)
+        # bound, failed, or moved by someone else (no longer New): only the held ones stay unbound
+        settled = set(pending).difference(outcome.held)
         with self._lock:
-            self._unbound = [i for i in self._unbound if i in still_new]
+            self._unbound = [i for i in self._unbound if i not in settled]
 
     def _replicate_for(self, bound: Mapping[str, str]) -> None:
         """Replicate input DataUnits towards the sites their just-bound CUs run at, when it pays.
@@ -428,7 +447,7 @@ class ComputeDataService:
 
         wait_for_states(self._session.coord, Kind.DU, list(self._dus), {DataUnitState.RUNNING.value},
                         timeout=left(), tick=self._tick)
-        wait_for_states(self._session.coord, Kind.CU, list(self._cus), timeout=left(), tick=self._tick)
+        wait_until(self._session.coord, Kind.CU, list(self._cus), timeout=left(), tick=self._tick)
 
     def cancel(self) -> None:
         """Stop the binding thread and cancel every unfinished CU of this service (BigJob's ``cancel``)."""

@@ -5,12 +5,16 @@ carries the new state) and re-reads only the entities the events name, so waitin
 CUs costs a few reads, not a full scan per event. The cursor is taken *before* the first read, so an
 event that lands between the read and the first block is not missed. A full re-read every
 ``_RESYNC`` seconds guards against events trimmed from the stream before the waiter saw them.
+
+:func:`wait_until` is the same wait for callers that need no records (``cds.wait()``): it reads only
+states, and an event into a final state settles its entity without a read (final states are sticky).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import Literal, overload
 
 from pilotdata.coordination import Coordination, EntityRecord
 from pilotdata.errors import NotFoundError, TimeoutExpired
@@ -36,12 +40,44 @@ def wait_for_states(
     ``tick`` runs about once a second while waiting (e.g. pilot refresh and lost-work detection).
     Raises :class:`TimeoutExpired` naming how many are still outstanding.
     """
+    return _wait(coord, kind, ids, targets, timeout, tick, records=True)
+
+
+def wait_until(
+    coord: Coordination,
+    kind: Kind,
+    ids: Sequence[str],
+    targets: Collection[str] = FINAL_STATES,
+    *,
+    timeout: float | None = None,
+    tick: Callable[[], None] | None = None,
+) -> None:
+    """:func:`wait_for_states` without the records: reads states only (see the module docstring)."""
+    _wait(coord, kind, ids, targets, timeout, tick, records=False)
+
+
+@overload
+def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collection[str], timeout: float | None,
+          tick: Callable[[], None] | None, *, records: Literal[True]) -> list[EntityRecord]: ...
+
+
+@overload
+def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collection[str], timeout: float | None,
+          tick: Callable[[], None] | None, *, records: Literal[False]) -> None: ...
+
+
+def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collection[str], timeout: float | None,
+          tick: Callable[[], None] | None, *, records: bool) -> list[EntityRecord] | None:
     goal = set(targets) | FINAL_STATES
     deadline = None if timeout is None else time.monotonic() + timeout
     wanted = list(dict.fromkeys(ids))
     done: dict[str, EntityRecord] = {}
+
+    def absorb(some: Sequence[str]) -> set[str]:
+        return _absorb(coord, kind, some, goal, done) if records else _absorb_states(coord, kind, some, goal)
+
     cursor = coord.last_cursor()
-    remaining = _absorb(coord, kind, wanted, goal, done)
+    remaining = absorb(wanted)
     last_tick = last_sync = time.monotonic()
     while remaining:
         now = time.monotonic()
@@ -59,15 +95,29 @@ def wait_for_states(
         if events:
             cursor = events[-1].cursor
         moved = [e.id for e in events if e.entity == kind.value and e.id in remaining and e.to_state in goal]
+        if not records:  # a final state is sticky: its event settles the entity without a read
+            remaining.difference_update(e.id for e in events if e.entity == kind.value and e.to_state in FINAL_STATES)
+            moved = [i for i in moved if i in remaining]
         if now - last_sync >= _RESYNC:
             moved, last_sync = list(remaining), now
         if moved:
-            still = _absorb(coord, kind, list(dict.fromkeys(moved)), goal, done)
+            still = absorb(list(dict.fromkeys(moved)))
             remaining -= set(moved) - still
         if events and remaining and len(events) < _MANY:
             # a trickle of events: let a few more gather instead of one read per event
             time.sleep(_GATHER)
-    return [done[i] for i in wanted]
+    return [done[i] for i in wanted] if records else None
+
+
+def _absorb_states(coord: Coordination, kind: Kind, ids: Sequence[str], goal: set[str]) -> set[str]:
+    """Read the states of ``ids``; return the ones not yet in ``goal``."""
+    outstanding: set[str] = set()
+    for entity_id, state in zip(ids, coord.states(kind, list(ids)), strict=True):
+        if state is None:
+            raise NotFoundError(f"{kind.value} {entity_id!r} does not exist")
+        if state not in goal:
+            outstanding.add(entity_id)
+    return outstanding
 
 
 def _absorb(
