@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -50,6 +50,14 @@ from pilotdata.states import ComputeUnitState as S
 from pilotdata.states import Kind, PilotState, is_final
 
 log = logging.getLogger("agent")
+
+PREFETCH_SECONDS = 0.05
+"""Claimed-but-unstarted work an agent may hold, in seconds of the recent CUs' run time: enough that
+a freed slot never waits for a claim round trip when CUs take milliseconds, never more than one
+extra CU per slot when they take longer (other pilots must not wait behind this one's backlog)."""
+
+PREFETCH_MAX = 16
+"""At most this many CUs per slot are held (prefetched) at once."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -74,6 +82,8 @@ class Agent:
         self.policies = Policies(config.max_retries, config.max_reassign, config.max_consecutive_failures)
         self.streak = FailureStreak(config.max_consecutive_failures)
         self.mpi_launcher = config.mpi_launcher
+        self.environment: Mapping[str, str] = dict(os.environ)
+        """The agent's environment, copied once (``os.environ`` decodes every item on each read)."""
         self.kill_grace = config.kill_grace
         self.workdir = Path()
         self.slots = SlotPool(1)
@@ -91,6 +101,8 @@ class Agent:
         self._deadline: float | None = None
         self._heartbeat: Heartbeat | None = None
         self._next_watch = 0.0
+        self._run_seconds: float | None = None
+        """Moving average of the CUs' run times (None until one ended)."""
         self._session: Session | None = None
 
     # ------------------------------------------------------------ stop requests
@@ -112,6 +124,21 @@ class Agent:
         """A worker thread finished with its CU."""
         with self._workers_lock:
             self._workers.pop(worker.task.id, None)
+
+    def ran(self, seconds: float) -> None:
+        """Fold a CU's run time into the moving average that sizes the prefetch."""
+        with self._workers_lock:
+            avg = self._run_seconds
+            self._run_seconds = seconds if avg is None else 0.9 * avg + 0.1 * seconds
+
+    def prefetch(self) -> int:
+        """CUs to hold beyond the free slots: one per slot, more for CUs that take milliseconds."""
+        total = self.slots.total
+        with self._workers_lock:
+            avg = self._run_seconds
+        if avg is None or avg >= PREFETCH_SECONDS:
+            return total
+        return min(total * PREFETCH_MAX, max(total, int(total * PREFETCH_SECONDS / max(avg, 1e-4))))
 
     def _pilot_final(self, state: str) -> None:
         self.request_stop(f"pilot moved to {state} by a client", PilotState(state))
@@ -231,8 +258,8 @@ class Agent:
         if free == 0:
             self.slots.wait_for_free(1, wait)
             return
-        # prefetch up to one extra round of slots, held locally, so a freed slot restarts at once
-        ids = self.coord.claim(self.pilot, limit=free + self.slots.total, timeout=wait)
+        # prefetch (see PREFETCH_SECONDS), held locally, so a freed slot restarts at once
+        ids = self.coord.claim(self.pilot, limit=free + self.prefetch(), timeout=wait)
         if ids:
             self._accept(ids)
 

@@ -74,9 +74,13 @@ class Host(Protocol):
     stager: Stager
     mpi_launcher: str
     kill_grace: float
+    environment: Mapping[str, str]
 
     def worker_done(self, worker: CUWorker) -> None:
         """Called by the worker thread when it is done with its CU (slots already released)."""
+
+    def ran(self, seconds: float) -> None:
+        """Called when a CU's process ended, with how long it ran (sizes the claim prefetch)."""
 
 
     def failing_worker(self, failures: int) -> None:
@@ -243,7 +247,7 @@ class CUWorker:
         try:
             env = cu_environment(
                 task,
-                os.environ,
+                self.host.environment,
                 {"PDATA_CU_ID": task.id, "PDATA_PILOT_ID": self.host.pilot, "PDATA_SANDBOX": str(sandbox)},
             )
             argv = build_argv(task, sandbox, env, self.host.mpi_launcher)
@@ -262,7 +266,9 @@ class CUWorker:
         except CUFailed as failure:
             self._fail(failure)
             return
+        began = time.monotonic()
         code = self._wait(launched)
+        self.host.ran(time.monotonic() - began)
         if code is None:
             return  # interrupted or timed out: already handled
         if code != 0:
