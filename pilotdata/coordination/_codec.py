@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from pilotdata import states
@@ -32,6 +33,7 @@ def kind_name(kind: Kind | str) -> str:
         raise ValueError(f"unknown entity kind {str(kind)!r}; expected one of cu, pilot, du, pd") from None
 
 
+@functools.lru_cache(maxsize=256)
 def rules(kind: str, to: str) -> tuple[frozenset[str], frozenset[str]]:
     """(legal sources of ``to``, sources from which ``to`` is a retry), from :mod:`pilotdata.states`.
 

@@ -152,6 +152,26 @@ def test_failure_streak_trips_at_the_limit_and_resets_on_success() -> None:
     assert not any(off.failure() for _ in range(10))
 
 
+def test_prefetch_grows_for_millisecond_cus_and_stays_one_round_for_longer_ones(tmp_path: Path) -> None:
+    from agent.main import PREFETCH_MAX, Agent
+    from pilotdata.coordination import connect
+
+    coord = connect(f"sqlite:///{tmp_path / 'c.sqlite'}", "ns")
+    agent = Agent(parse_args(["--pilot", "p1", "--url", "sqlite:///unused"]), coord)
+    agent.slots = SlotPool(2)
+    assert agent.prefetch() == 2  # nothing ran yet: one extra round of slots
+    for _ in range(50):
+        agent.ran(0.0005)
+    assert agent.prefetch() == 2 * PREFETCH_MAX  # ~0.5 ms CUs: hold up to 16 per slot
+    for _ in range(60):
+        agent.ran(2.0)
+    assert agent.prefetch() == 2  # long CUs: other pilots must not wait behind a backlog here
+    for _ in range(60):
+        agent.ran(0.01)
+    assert 2 < agent.prefetch() <= 2 * PREFETCH_MAX
+    coord.close()
+
+
 # ----------------------------------------------------------------------------- arguments
 def test_arguments_default_to_pdata_url_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PDATA_URL", "redis://:pw@127.0.0.1:1/0")

@@ -69,6 +69,15 @@ def test_get_many_keeps_order_and_marks_missing(coord: Coordination) -> None:
     assert coord.get_many("cu", []) == []
 
 
+def test_states_keep_order_mark_missing_and_follow_transitions(coord: Coordination) -> None:
+    coord.create_many("cu", [("a", {"description": {"executable": "/bin/true"}}), ("b", {})])
+    coord.transition("cu", "b", "Pending")
+    assert coord.states("cu", ["b", "missing", "a", "b"]) == ["Pending", None, "New", "Pending"]
+    assert coord.states("du", ["a"]) == [None]  # per kind
+    assert coord.states("cu", []) == []
+    assert coord.states("cu", [f"x{i}" for i in range(1200)]) == [None] * 1200  # beyond one SQL chunk
+
+
 def test_list_ids_is_sorted_and_per_kind(coord: Coordination) -> None:
     coord.create_many("cu", [("c2", {}), ("c10", {}), ("c1", {})])
     coord.create("pilot", "p", {})

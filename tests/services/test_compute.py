@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pilotdata import ComputeDataService, ComputeUnit, PilotComputeService, State
-from pilotdata.errors import DescriptionError, TimeoutExpired, UnknownSchemeError
+from pilotdata.errors import DescriptionError, NotFoundError, TimeoutExpired, UnknownSchemeError
 from pilotdata.services import FailurePolicy
 from pilotdata.session import Session
 from pilotdata.states import Kind
@@ -65,6 +65,54 @@ def test_bad_description_records_nothing(session: Session) -> None:
     with pytest.raises(UnknownSchemeError, match="gram"):
         pcs.create_pilot({"service_url": "gram://old.grid.org"})
     assert session.coord.list_ids(Kind.PILOT) == []
+
+
+def test_bulk_submit_records_and_binds_in_chunks_and_runs_every_unit_once(
+    session: Session, pcs_factory, tmp_path: Path
+) -> None:
+    from pilotdata.services.compute_data import SUBMIT_CHUNK, submit_units
+
+    n = 2 * SUBMIT_CHUNK + 7
+    seen: list[list[str]] = []
+
+    def on_chunk(ids: list[str]) -> None:  # each chunk is recorded before the next is written
+        assert session.coord.states(Kind.CU, ids) == ["New"] * len(ids)
+        assert len(session.coord.list_ids(Kind.CU)) == sum(map(len, seen)) + len(ids)
+        seen.append(ids)
+
+    plain = submit_units(session, [{"executable": "/bin/true"}] * 3, on_chunk=on_chunk)
+    assert [len(c) for c in seen] == [3] and seen[0] == [cu.id for cu in plain]
+    seen.clear()
+    pcs, pilot = _pilot(session, pcs_factory, tmp_path)
+    cds = ComputeDataService(session=session)
+    cds.add_pilot_compute_service(pcs)
+    cus = cds.submit_compute_units([{"executable": "/bin/echo", "arguments": [str(i)]} for i in range(n)])
+    assert len({cu.id for cu in cus}) == n
+    cds.wait(timeout=120)
+    records = session.coord.get_many(Kind.CU, [cu.id for cu in cus])
+    assert all(r is not None and r.state == "Done" for r in records)
+    outputs = [(Path(r.data["sandbox"]) / "stdout").read_text() for r in records if r is not None]
+    assert outputs == [f"{i}\n" for i in range(n)]  # the i-th handle is the i-th description
+    from pilotdata.history import History, HistoryWriter, queries
+
+    history = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
+    HistoryWriter(session.coord, history).drain()
+    done = [e.entity_id for e in queries.events(history, entity="cu", limit=None) if e.to_state == "Done"]
+    assert sorted(done) == sorted(cu.id for cu in cus)  # each completed exactly once
+
+
+def test_wait_until_follows_events_and_times_out_naming_the_outstanding(session: Session) -> None:
+    from pilotdata.services.waiting import wait_until
+
+    coord = session.coord
+    coord.create_many(Kind.CU, [("w1", {}), ("w2", {})])
+    coord.transition(Kind.CU, "w1", "Canceled")
+    with pytest.raises(TimeoutExpired, match="1 cu"):
+        wait_until(coord, Kind.CU, ["w1", "w2"], timeout=0.3)
+    coord.transition(Kind.CU, "w2", "Pending")
+    wait_until(coord, Kind.CU, ["w1", "w2"], {"Pending"}, timeout=5)  # a target state, not only final
+    with pytest.raises(NotFoundError, match="nope"):
+        wait_until(coord, Kind.CU, ["w1", "nope"], timeout=5)
 
 
 def test_reconnect_by_id_from_another_process(session: Session, pcs_factory, tmp_path: Path) -> None:
