@@ -33,6 +33,12 @@ class ThreadPool:
         with self._lock:
             return self._threads
 
+    @property
+    def idle(self) -> int:
+        """Threads waiting for a job."""
+        with self._lock:
+            return self._idle
+
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job()`` on an idle thread, or on a new one if every thread is busy."""
         with self._lock:

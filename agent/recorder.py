@@ -22,7 +22,8 @@ one call each.
 
 A failing call (coordination unreachable) is retried with back-off for up to :data:`RETRY_FOR`
 seconds, then the error goes to every waiter and callback of that batch. A retried move that finds
-its own target state already stored (the first try applied, its reply was lost) counts as applied.
+its own target state, or the target of a later move of the same CU in that batch, already stored (the
+first try applied, its reply was lost) counts as applied.
 Callbacks run on the recorder thread: they must be short and must not wait for the recorder.
 """
 
@@ -128,8 +129,9 @@ class Recorder:
         return True
 
     def close(self, timeout: float | None = None) -> None:
-        """Send what is queued, then stop the thread."""
-        self.flush(timeout)
+        """Send what is queued (if the thread was started), then stop the thread."""
+        if self._thread.ident is not None:
+            self.flush(timeout)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -190,9 +192,16 @@ class Recorder:
                 retried = True
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        for p, result in zip(batch, results, strict=True):
-            if retried and not result.ok and result.previous == p.request.to:
-                # the first try applied it and only the reply was lost
+        later: list[set[str]] = [set() for _ in batch]  # per move: targets of the CU's later moves here
+        if retried:
+            seen: dict[str, set[str]] = {}
+            for i in range(len(batch) - 1, -1, -1):
+                req = batch[i].request
+                later[i] = set(seen.get(req.id, ()))
+                seen.setdefault(req.id, set()).add(str(req.to))
+        for p, result, after in zip(batch, results, later, strict=True):
+            if retried and not result.ok and (result.previous == p.request.to or result.previous in after):
+                # the first try applied it (and maybe the CU's next moves too); only the reply was lost
                 result = TransitionResult(result.kind, result.id, True, p.request.expected, result.state,
                                           result.attempt, result.time)
             self._finish(p, result, None)

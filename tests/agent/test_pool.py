@@ -29,7 +29,7 @@ def _idle(pool: ThreadPool, count: int) -> None:
     A thread counts as idle only after its job has returned, so the job's own "finished" signal comes
     a moment before the pool can reuse the thread; waiting for that keeps the size assertions exact.
     """
-    wait_until(lambda: pool._idle == count, 10, f"{count} idle thread(s)")
+    wait_until(lambda: pool.idle == count, 10, f"{count} idle thread(s)")
 
 
 def test_jobs_run_on_named_daemon_threads() -> None:

@@ -309,8 +309,6 @@ def test_a_retried_move_whose_reply_was_lost_counts_as_applied(backend: Backend,
     assert _transitions(backend.coord, cu).count(("Pending", "Running")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="recorder bug: after a lost reply, a CU's earlier move in the same batch "
-                   "is compared with the CU's final state, not its own target, and reported as refused")
 def test_a_lost_reply_for_two_moves_of_one_cu_reports_both_applied(backend: Backend, started: StartRecorder) -> None:
     [cu] = _cus(backend.coord, 1)
     wrapped = Wrapped(backend.coord, lose_first=1)
