@@ -82,7 +82,6 @@ class Host(Protocol):
     def ran(self, seconds: float) -> None:
         """Called when a CU's process ended, with how long it ran (sizes the claim prefetch)."""
 
-
     def failing_worker(self, failures: int) -> None:
         """Called when the consecutive-failure limit is reached."""
 
