@@ -166,7 +166,7 @@ def test_close_sends_the_buffered_unwatch_lines_before_eof(groups: list[subproce
 
 
 _AGENT = """
-import os, sys, time
+import signal, sys
 from agent.reaper import Reaper
 a, b, c = map(int, sys.argv[1:4])
 reaper = Reaper()
@@ -178,7 +178,7 @@ reaper.unwatch(c)
 if sys.argv[4] == "flush":
     reaper.flush()  # carries "-c"
 print(reaper._proc.pid, flush=True)
-time.sleep(60)
+signal.pause()  # a live agent, until the test kills it
 """
 
 
