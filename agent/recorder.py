@@ -177,13 +177,9 @@ class Recorder:
                 results = self.coord.transition_many(Kind.CU, requests)
                 break
             except Exception as exc:
-                if not isinstance(exc, CoordinationError):  # a bug, not an outage: no point retrying
-                    log.exception("recording %d CU transition(s) failed", len(batch))
-                    for p in batch:
-                        self._finish(p, None, exc)
-                    return
-                if time.monotonic() + delay > deadline:
-                    log.error("could not record %d CU transition(s): %s", len(batch), exc)
+                outage = isinstance(exc, CoordinationError)  # anything else is a bug: no point retrying
+                if not outage or time.monotonic() + delay > deadline:
+                    log.error("could not record %d CU transition(s): %s", len(batch), exc, exc_info=not outage)
                     for p in batch:
                         self._finish(p, None, exc)
                     return

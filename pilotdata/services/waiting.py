@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Literal, overload
 
 from pilotdata.coordination import Coordination, EntityRecord
 from pilotdata.errors import NotFoundError, TimeoutExpired
@@ -56,18 +55,9 @@ def wait_until(
     _wait(coord, kind, ids, targets, timeout, tick, records=False)
 
 
-@overload
 def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collection[str], timeout: float | None,
-          tick: Callable[[], None] | None, *, records: Literal[True]) -> list[EntityRecord]: ...
-
-
-@overload
-def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collection[str], timeout: float | None,
-          tick: Callable[[], None] | None, *, records: Literal[False]) -> None: ...
-
-
-def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collection[str], timeout: float | None,
-          tick: Callable[[], None] | None, *, records: bool) -> list[EntityRecord] | None:
+          tick: Callable[[], None] | None, *, records: bool) -> list[EntityRecord]:
+    """The wait; returns the records when ``records`` is set, else an empty list."""
     goal = set(targets) | FINAL_STATES
     deadline = None if timeout is None else time.monotonic() + timeout
     wanted = list(dict.fromkeys(ids))
@@ -106,7 +96,7 @@ def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collecti
         if events and remaining and len(events) < _MANY:
             # a trickle of events: let a few more gather instead of one read per event
             time.sleep(_GATHER)
-    return [done[i] for i in wanted] if records else None
+    return [done[i] for i in wanted] if records else []
 
 
 def _absorb_states(coord: Coordination, kind: Kind, ids: Sequence[str], goal: set[str]) -> set[str]:
