@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pilotdata.redaction import url_secrets
+
 DEFAULT_HEARTBEAT_TTL = 15.0
 """Seconds a heartbeat stays valid; the agent renews it every ``ttl / 3``."""
 DEFAULT_MAX_REASSIGN = 3
@@ -51,6 +53,12 @@ class AgentConfig:
     input_wait: float = 300.0
     """Longest input staging waits for a DataUnit that is still being uploaded (New/Pending)."""
     log_level: str = "INFO"
+    node_launch: str = "auto"
+    """How CUs reach the allocation's other nodes: ``auto`` (by batch system), ``off`` (every CU on the
+    agent's node), ``srun``, ``ssh``, ``qrsh`` or ``blaunch`` (:mod:`agent.executors`)."""
+    node_cache: str | None = None
+    """Each node's cache directory, with ``{pilot}``, ``{node}``, ``{tmpdir}``, ``{workdir}``; ``None``:
+    :data:`agent.allocation.DEFAULT_NODE_CACHE` on several nodes, ``<workdir>/.cache`` on one."""
 
 
 def _positive_float(text: str) -> float:
@@ -137,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for an input DataUnit that is still being uploaded",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--node-launch",
+        default="auto",
+        choices=["auto", "off", "srun", "ssh", "qrsh", "blaunch"],
+        help="how CUs reach the other nodes of a multi-node allocation (off: all on this node)",
+    )
+    p.add_argument(
+        "--node-cache",
+        default=None,
+        help="each node's cache directory; {pilot}, {node}, {tmpdir} and {workdir} are replaced "
+        "(default: {tmpdir}/pilot-data-{pilot}/{node} on several nodes, <workdir>/.cache on one)",
+    )
     return p
 
 
@@ -163,6 +183,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentConfig:
         stop_timeout=ns.stop_timeout,
         input_wait=ns.input_wait,
         log_level=ns.log_level,
+        node_launch=ns.node_launch,
+        node_cache=ns.node_cache,
     )
 
 
@@ -170,6 +192,4 @@ def url_has_password(url: str | None) -> bool:
     """Whether ``url`` carries a password (userinfo or a ``password=`` query parameter)."""
     if not url:
         return False
-    from pilotdata.coordination.redis_backend import redact_url
-
-    return redact_url(url) != url
+    return bool(url_secrets(url))

@@ -7,7 +7,14 @@ Every ``ttl / 3`` seconds the thread
 3. runs lost-pilot detection (DIANE's *lost task max reassign*): for each pilot in
    ``coord.expired_pilots()`` it calls ``coord.requeue_lost(p, max_reassign)``, which atomically takes
    that pilot's claimed work back (only one of several concurrent detectors gets it), and moves the
-   lost pilot to Failed.
+   lost pilot to Failed;
+4. adopts the unbound CUs of clients whose binder lease lapsed (``coord.adopt_unbound()``): a client
+   that died between recording CUs and binding them strands nothing.
+
+Steps 3 and 4 run only once this agent has reached coordination for a whole TTL without a failed
+round: after an outage (Redis restarted, the network back) every pilot's heartbeat has lapsed, and
+the others need a round to renew theirs; declaring them lost at once would stop every pilot at the
+same moment.
 
 A failing coordination call is logged and retried on the next round; the thread never dies of it.
 """
@@ -16,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from pilotdata.coordination import Coordination, RequeueResult, TransitionRequest
+from pilotdata.errors import CoordinationError
 from pilotdata.states import Kind, PilotState, is_final
 
 log = logging.getLogger(__name__)
@@ -66,6 +75,8 @@ class Heartbeat(threading.Thread):
         self.max_reassign = max_reassign
         self.on_final = on_final
         self._stopping = threading.Event()
+        self._up_since: float | None = time.monotonic()
+        """Monotonic time of the first good round after the last failed one (``None`` while failing)."""
 
     @property
     def interval(self) -> float:
@@ -73,20 +84,31 @@ class Heartbeat(threading.Thread):
         return self.ttl / 3.0
 
     def beat(self) -> None:
-        """One round: renew the heartbeat, check the own state, detect lost pilots."""
+        """One round: renew the heartbeat, check the own state, detect lost pilots, adopt unbound CUs."""
         self.coord.heartbeat(self.pilot, self.ttl)
+        if self._up_since is None:
+            self._up_since = time.monotonic()
         state = self.coord.get(Kind.PILOT, self.pilot).state
         if is_final(state):
             self.on_final(state)
+        if time.monotonic() - self._up_since < self.ttl:  # just back from an outage: let others renew
+            return
         detect_lost_pilots(self.coord, self.pilot, self.max_reassign)
+        adopted = self.coord.adopt_unbound()
+        if adopted:
+            log.warning("adopted %d CU(s) a client recorded but never bound (its lease lapsed)", len(adopted))
 
     def run(self) -> None:
         """Loop until :meth:`stop`."""
         while not self._stopping.wait(self.interval):
             try:
                 self.beat()
-            except Exception:  # keep beating: a dead heartbeat thread would get our work requeued
-                log.exception("heartbeat round of pilot %s failed; retrying next round", self.pilot)
+            except Exception as exc:  # keep beating: a dead heartbeat thread would get our work requeued
+                self._up_since = None
+                if isinstance(exc, CoordinationError):
+                    log.warning("heartbeat round of pilot %s failed; retrying next round: %s", self.pilot, exc)
+                else:
+                    log.exception("heartbeat round of pilot %s failed; retrying next round", self.pilot)
 
     def stop(self) -> None:
         """End the loop (the caller then retires the pilot)."""

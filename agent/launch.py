@@ -1,11 +1,16 @@
-"""Launching a CU without a shell: argv building (MPI included), environment, process groups.
+"""Launching a CU: argv building (MPI included), environment, process groups.
 
-* The CU runs from an argv list, never through a shell. As BigJob users expect (BigJob wrote a shell
-  script), ``$VAR`` and ``${VAR}`` in the executable and the arguments are expanded: from the CU's
-  environment first, then the agent's. An unknown variable expands to the empty string, as in a shell;
-  ``\\$`` is a literal ``$``.
-* The environment is the agent's (without ``PDATA_URL``, which may hold a password) plus the CU's,
-  plus ``PDATA_CU_ID``, ``PDATA_PILOT_ID`` and ``PDATA_SANDBOX``.
+* ``shell: false``: the CU runs from an argv list, without a shell. ``$VAR`` and ``${VAR}`` in the
+  executable and the arguments are still expanded: from the CU's environment first, then the agent's.
+  An unknown variable expands to the empty string, as in a shell; ``\\$`` is a literal ``$``.
+* ``shell: true`` (BigJob's way, the Pilot-API's default for dict descriptions): the executable and the
+  arguments joined by single spaces are one command line for ``/bin/sh -c``, exactly as BigJob's agent
+  built it, so an empty argument vanishes and quotes, globs, ``$VAR``, ``>``, ``|`` and ``;`` mean what
+  they mean in a terminal.
+* The environment is built by :func:`agent.environment.cu_environment`: an allow-list of the agent's
+  (no secret ever), plus ``PDATA_CU_ID``, ``PDATA_PILOT_ID`` and ``PDATA_SANDBOX``, plus the CU's own,
+  whose values are expanded against the agent's environment (BigJob exported them with
+  ``export K=V;``, so ``PATH=$PATH:/opt/bin`` extends the path).
 * ``spmd_variation: mpi`` with N processes runs ``mpirun -np N`` (Open MPI: ``--allow-run-as-root``
   as root, ``--oversubscribe`` when N exceeds the cores, ``-x NAME`` for each CU variable), or, inside
   a SLURM allocation (``SLURM_JOB_ID`` set) when ``srun`` supports ``--mpi=pmix``, ``srun -n N``.
@@ -30,9 +35,6 @@ from pathlib import Path
 
 from agent.task import CUFailed, Task
 
-HIDDEN_VARIABLES = ("PDATA_URL",)
-"""Agent variables never passed to a CU (the coordination URL may carry a password)."""
-
 _VAR = re.compile(r"\\\$|\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -54,12 +56,17 @@ def expand(text: str, *scopes: Mapping[str, str]) -> str:
     return _VAR.sub(repl, text)
 
 
-def cu_environment(task: Task, base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a CU: ``base`` minus hidden variables, plus ``extra``, plus the CU's own."""
-    env = {k: v for k, v in base.items() if k not in HIDDEN_VARIABLES}
-    env.update(extra)
-    env.update(task.description.environment)
-    return env
+SHELL = "/bin/sh"
+"""The shell of ``shell: true`` CUs (BigJob's agent used ``/bin/bash`` or its configured shell)."""
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_./+,:@%=-]+")
+"""An executable the shell takes as one word with nothing to interpret: checked before the start."""
+
+
+def shell_command(executable: str, arguments: Sequence[str]) -> str:
+    """BigJob's command line: the executable and the arguments joined by single spaces, unquoted."""
+    return " ".join([executable, *arguments])
 
 
 def resolve_executable(name: str, sandbox: Path, path_var: str | None) -> str:
@@ -98,11 +105,15 @@ def is_open_mpi(mpirun: str) -> bool:
     return "open mpi" in (out.stdout + out.stderr).lower() or "open-mpi" in (out.stdout + out.stderr).lower()
 
 
-@functools.lru_cache(maxsize=4)
-def srun_has_pmix(srun: str) -> bool:
-    """Whether ``srun --mpi=list`` offers pmix."""
+@functools.lru_cache(maxsize=8)
+def srun_has_pmix(srun: str, slurm_conf: str | None = None) -> bool:
+    """Whether ``srun --mpi=list`` offers pmix (asked under the CU's ``SLURM_CONF``, cached per pair)."""
+    env = dict(os.environ)
+    if slurm_conf is not None:
+        env["SLURM_CONF"] = slurm_conf
     try:
-        out = subprocess.run([srun, "--mpi=list"], capture_output=True, text=True, timeout=20, check=False)
+        out = subprocess.run([srun, "--mpi=list"], capture_output=True, text=True, timeout=20, check=False,
+                             env=env)
     except (OSError, subprocess.SubprocessError):
         return False
     return out.returncode == 0 and "pmix" in (out.stdout + out.stderr).lower()
@@ -113,13 +124,19 @@ def mpi_prefix(
     launcher: str,
     env: Mapping[str, str],
     cu_variables: Sequence[str] = (),
+    hosts: Sequence[tuple[str, int]] = (),
 ) -> list[str]:
     """The launcher part of an MPI argv (everything before the executable).
 
     ``launcher``: ``auto`` (srun with pmix inside a SLURM allocation, else mpirun), ``srun``, or an
-    mpirun-compatible command. :class:`CUFailed` if the launcher cannot be found.
+    mpirun-compatible command. :class:`CUFailed` if the launcher cannot be found. ``hosts``: the
+    ``(node, processes)`` the CU was placed on when it spans nodes (``srun -N -w``, ``mpirun -host``).
     """
     n = str(processes)
+    where: list[str] = []
+    if hosts:
+        names = ",".join(h for h, _ in hosts)
+        where = ["--overlap", "-N", str(len(hosts)), "-w", names]
     path_var = env.get("PATH")
     if launcher in ("auto", "srun"):
         srun = shutil.which("srun", path=path_var)
@@ -127,10 +144,10 @@ def mpi_prefix(
         if launcher == "srun" and not srun:
             raise CUFailed("MPI launcher not found: srun")
         if srun and (launcher == "srun" or in_slurm):
-            if srun_has_pmix(srun):
-                return [srun, "--mpi=pmix", "-n", n]
+            if srun_has_pmix(srun, env.get("SLURM_CONF")):
+                return [srun, "--mpi=pmix", *where, "-n", n]
             if launcher == "srun":
-                return [srun, "-n", n]
+                return [srun, *where, "-n", n]
         launcher = "mpirun"  # auto: outside SLURM, or srun without pmix
     mpirun = shutil.which(launcher, path=path_var)
     if not mpirun:
@@ -143,17 +160,29 @@ def mpi_prefix(
             argv.append("--oversubscribe")
         for name in cu_variables:
             argv += ["-x", name]
+    if hosts:
+        argv += ["-host", ",".join(f"{h}:{c}" for h, c in hosts)]
     return [*argv, "-np", n]
 
 
-def build_argv(task: Task, sandbox: Path, env: Mapping[str, str], mpi_launcher: str = "auto") -> list[str]:
-    """The full argv of ``task``: expanded executable and arguments, behind the MPI launcher if any."""
+def build_argv(task: Task, sandbox: Path, env: Mapping[str, str], mpi_launcher: str = "auto",
+               hosts: Sequence[tuple[str, int]] = ()) -> list[str]:
+    """The full argv of ``task``, behind the MPI launcher if any (with ``hosts``, the nodes an MPI CU
+    spans): ``/bin/sh -c LINE`` in shell mode, else the expanded executable and arguments."""
     desc = task.description
+    if desc.shell:
+        exe = os.path.expanduser(expand(desc.executable, env))
+        if "/" in exe and _PLAIN_WORD.fullmatch(exe):  # a plain path: say it is missing, not "exit code 127"
+            resolve_executable(exe, sandbox, env.get("PATH"))  # (a bare name may be a shell builtin)
+        command = [SHELL, "-c", shell_command(desc.executable, desc.arguments)]
+        if task.is_mpi:
+            return [*mpi_prefix(task.processes, mpi_launcher, env, sorted(desc.environment), hosts), *command]
+        return command
     scopes = (desc.environment, env)
     exe = resolve_executable(expand(desc.executable, *scopes), sandbox, env.get("PATH"))
     args = [expand(a, *scopes) for a in desc.arguments]
     if task.is_mpi:
-        return [*mpi_prefix(task.processes, mpi_launcher, env, sorted(desc.environment)), exe, *args]
+        return [*mpi_prefix(task.processes, mpi_launcher, env, sorted(desc.environment), hosts), exe, *args]
     return [exe, *args]
 
 

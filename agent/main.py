@@ -10,15 +10,26 @@ Life of an agent (``python -m agent --pilot ID``):
    (slots allocated), or hold it until enough slots are free (nothing more is claimed meanwhile).
    About once a second the states of all running CUs are read in one batch: a CU a client moved to
    Canceled (or that someone else took back) gets its process group killed.
-3. **Stop** (walltime, SIGTERM/SIGINT, the pilot made final by a client, or the failing-worker limit):
-   stop claiming; ``unclaim`` the held (unstarted) CUs to the front of the shared queue; running CUs
-   are killed and go back to Pending with attempt+1 through the retry path (while the lost-task
-   reassign budget lasts); CUs in output staging may finish. Then retire (heartbeat key and live-set
-   entry removed) and move the pilot to Done (Failed for a failing worker).
+   The same check reconciles the pilot's in-progress list with what the agent holds: a claimed id no
+   worker, held task or queued move accounts for two checks in a row (a claim whose reply was lost, a
+   worker that could not record its end during an outage) is handed back like at a stop, so no CU sits
+   claimed by a live pilot that will never finish it.
+3. **Stop** (walltime, SIGTERM/SIGINT/SIGHUP, the pilot made final by a client, or the failing-worker
+   limit): stop claiming; ``unclaim`` the held (unstarted) CUs to the front of the shared queue;
+   running CUs are killed and go back to Pending with attempt+1 through the retry path (while the
+   lost-task reassign budget lasts), each in one owned, atomic move; CUs in output staging may finish.
+   Then hand back whatever is still claimed, retire (heartbeat key and live-set entry removed) and move
+   the pilot to Done (Failed for a failing worker). If coordination cannot be reached the agent does
+   not retire: its heartbeat lapses and any live participant requeues its work.
+
+The walltime the agent gets (``--walltime``) is the pilot's minus a margin
+(:func:`pilotdata.services.pilot_compute.agent_walltime`), so the hand-back is over before the
+launcher's or the batch system's own limit signals the job.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -32,20 +43,24 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from agent.allocation import PilotNodes, start_nodes
 from agent.config import AgentConfig, parse_args, url_has_password
+from agent.cores import NodeSlots, Placement
+from agent.executors import LocalExecutor
 from agent.heartbeat import Heartbeat
 from agent.launch import cores
+from agent.nodes import Node
 from agent.policies import FailureStreak, Policies
 from agent.pool import ThreadPool
 from agent.reaper import Reaper
 from agent.recorder import Recorder
-from agent.slots import SlotPool
 from agent.staging import DataStager
 from agent.task import Task
 from agent.worker import CUWorker, Stager
-from pilotdata.coordination import Coordination, TransitionRequest, connect
+from pilotdata.coordination import SHARED_QUEUE, Coordination, TransitionRequest, connect
 from pilotdata.errors import CoordinationError, DescriptionError, NotFoundError, PilotDataError
-from pilotdata.session import Session
+from pilotdata.records import TRANSFER_EVENT
+from pilotdata.redaction import install_log_filter
 from pilotdata.states import ComputeUnitState as S
 from pilotdata.states import Kind, PilotState, is_final
 
@@ -86,13 +101,24 @@ class Agent:
         """The agent's environment, copied once (``os.environ`` decodes every item on each read)."""
         self.kill_grace = config.kill_grace
         self.workdir = Path()
-        self.slots = SlotPool(1)
+        self.slots = NodeSlots([Node("localhost", 1)])
+        self.nodes: PilotNodes | None = None
+        """The allocation's nodes and their executors (made in :meth:`register`)."""
         self.reaper = Reaper(start=False)  # the real one starts in run()
         self.stager: Stager = stager or _NO_STAGER
         self._stager_given = stager is not None
         self._workers: dict[str, CUWorker] = {}
         self._workers_lock = threading.Lock()
         self._held: deque[Task] = deque()
+        """Claimed CUs waiting for cores, in claim order (guarded by ``_workers_lock``)."""
+        self._wake = threading.Event()
+        self._handback_pause = self.config.claim_timeout
+        """Seconds to wait after a claim whose CUs were all handed back (doubles up to HANDBACK_PAUSE_MAX)."""
+        """Set by a worker when the held CUs run low: the main loop claims more."""
+        self._claiming = threading.Lock()
+        """Held by the main thread from a claim until its ids are held or working, and by anyone letting a
+        CU go while releasing its id: a release never lands between the claim of an id this agent still
+        holds under an earlier claim (a detector requeued it) and :meth:`_accept` handing it back."""
         self._stop = threading.Event()
         self._workers_interrupted = threading.Event()
         """Set once every worker got its stop interrupt: ends waits inside staging."""
@@ -103,7 +129,32 @@ class Agent:
         self._next_watch = 0.0
         self._run_seconds: float | None = None
         """Moving average of the CUs' run times (None until one ended)."""
-        self._session: Session | None = None
+        self._unreleased: set[str] = set()
+        """CUs let go of whose release failed (coordination down): retried by :meth:`watch`."""
+        self._suspects: set[str] = set()
+        """Claimed ids nothing accounted for at the last check (handed back if still so at the next)."""
+
+    # ------------------------------------------------------------ worker host
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once a stop was requested."""
+        return self._stop
+
+    @property
+    def stop_kind(self) -> str:
+        """``stop:<reason>`` once a stop was requested, else ``""`` (read by workers, lock-free)."""
+        return f"stop:{self._stop_reason}" if self._stop.is_set() else ""
+
+    def release_later(self, cu_id: str) -> None:
+        """A worker could not release a CU it let go of; :meth:`watch` retries it."""
+        with self._workers_lock:
+            self._unreleased.add(cu_id)
+
+    def release_claim(self, cu_id: str) -> None:
+        """Drop ``cu_id`` from this pilot's in-progress list for a worker letting it go, never while the
+        main thread is between a claim and its :meth:`_accept` (which hands back a re-claimed id)."""
+        with self._claiming:
+            self.coord.release(self.pilot, [cu_id])
 
     # ------------------------------------------------------------ stop requests
     def request_stop(self, reason: str, final: PilotState = PilotState.DONE) -> None:
@@ -111,7 +162,7 @@ class Agent:
         if not self._stop.is_set():
             self._stop_reason = reason
             self._final_state = final
-            self._stop.set()
+            self._stop.set()  # workers read stop_kind: a running CU is killed at once, not at the next check
 
     def failing_worker(self, failures: int) -> None:
         """Remove a failing worker: the consecutive-failure limit was reached."""
@@ -158,9 +209,11 @@ class Agent:
             )
         desc = record.data.get("description") or {}
         slots = cfg.slots or record.data.get("slots") or desc.get("number_of_processes") or cores()
-        self.slots = SlotPool(int(slots))
         walltime = cfg.walltime if cfg.walltime is not None else desc.get("walltime")
         self._deadline = time.monotonic() + float(walltime) * 60.0 if walltime else None
+        if not walltime:
+            log.warning("pilot %s has no walltime: it runs until it is stopped (give it one: the batch system "
+                        "will not wait for the hand-back)", self.pilot)
         if cfg.workdir is not None:
             workdir = cfg.workdir
         elif desc.get("working_directory"):
@@ -173,13 +226,12 @@ class Agent:
         except OSError as exc:
             where = str(self.workdir)
             raise RegistrationError(f"cannot create workdir {where!r}: {exc.strerror or exc}") from exc
+        self.nodes = self._start_nodes(int(slots), desc.get("processes_per_node"))  # opening a cache cleans it
+        self.slots = self.nodes.slots
         if not self._stager_given:
-            session = Session(cfg.url, namespace=self.coord.namespace)
-            self._session = session
-            self.stager = DataStager(
-                self.coord, self.pilot, self.workdir / ".cache", session,
-                input_wait=cfg.input_wait, stop=self._workers_interrupted,
-            )
+            self.stager = DataStager(self.coord, self.pilot, self.nodes.caches, self.slots.nodes[0],
+                                     input_wait=cfg.input_wait, stop=self._workers_interrupted,
+                                     pilot_files_dir=self.workdir / ".pilot-files")
         self.coord.update_data(
             Kind.PILOT,
             self.pilot,
@@ -189,6 +241,9 @@ class Agent:
                 "pid": os.getpid(),
                 "workdir": str(self.workdir),
                 "cached_dus": [],
+                "heartbeat_ttl": cfg.heartbeat_ttl,
+                "node_caches": {},
+                **self.nodes.describe(),
             },
         )
         self.coord.heartbeat(self.pilot, cfg.heartbeat_ttl)
@@ -205,12 +260,45 @@ class Agent:
             f"{walltime} min" if walltime else "none", self.coord.url, self.coord.namespace,
         )
 
+    def _start_nodes(self, slots: int, per_node: int | None) -> PilotNodes:
+        """Discover the allocation and start an executor per node (:mod:`agent.allocation`)."""
+        from pilotdata.data import open_pd_store
+
+        def record(du_id: str, detail: Mapping[str, Any]) -> None:
+            self.coord.record_event(TRANSFER_EVENT, du_id, detail, pilot=self.pilot)
+
+        try:
+            nodes = start_nodes(
+                pilot=self.pilot, slots=slots, per_node=per_node, workdir=self.workdir,
+                node_launch=self.config.node_launch, node_cache=self.config.node_cache,
+                opener=lambda pd_id, data: open_pd_store(self.coord, pd_id), record=record,
+            )
+        except PilotDataError as exc:
+            raise RegistrationError(str(exc)) from exc
+        nodes.on_lost = self._node_lost
+        return nodes
+
+    def _node_lost(self, node: str, why: str) -> None:
+        """A node is gone: its CUs requeue themselves (their workers see it); the pilot runs on the rest."""
+        log.error("node %s lost (%s): its CUs go back to the queue, the pilot goes on with %d core(s)",
+                  node, why, self.slots.total)
+        try:
+            if self.nodes is not None:
+                self.coord.update_data(Kind.PILOT, self.pilot, {**self.nodes.describe(), "slots": self.slots.total})
+        except PilotDataError as exc:
+            log.warning("could not record the loss of node %s: %s", node, exc)
+        if self.slots.total == 0:
+            self.request_stop(f"every node lost (last: {node}: {why})", PilotState.FAILED)
+
     # --------------------------------------------------------------------- run
     def run(self) -> int:
         """Register, serve until stopped, hand work back, retire. Returns the process exit status."""
         self.register()
         self.recorder.start()
         self.reaper = Reaper()
+        for executor in self.nodes.executors.values() if self.nodes is not None else ():
+            if isinstance(executor, LocalExecutor):  # a fetch cut short by our death leaves no part files
+                self.reaper.watch_cache(executor.service.cache.root)
         self._heartbeat = Heartbeat(
             self.coord, self.pilot, self.config.heartbeat_ttl, self.config.max_reassign, self._pilot_final
         )
@@ -246,33 +334,61 @@ class Agent:
                 self._stop.wait(self.config.claim_timeout)
 
     def _step(self, remaining: float | None) -> None:
-        """One round: watch running CUs, start held ones, claim as many CUs as slots are free."""
+        """One round: watch running CUs, start held ones, claim when the held work runs low.
+
+        A worker whose CU ended starts the next held CU on its own thread (:meth:`_next_worker`), so the
+        main thread is not woken for every CU: only when the held work falls below half the prefetch
+        (:attr:`_wake`), to claim more, and about once a second to watch the running CUs.
+        """
         limit = self.config.claim_timeout
         wait = limit if remaining is None else max(0.0, min(limit, remaining))
         self._watch_if_due()
+        self._wake.clear()
         self._start_held()
-        if self._held:
-            self.slots.wait_for_free(self._held[0].processes, wait)
+        prefetch = self.prefetch()
+        with self._workers_lock:
+            held = len(self._held)
+            short = self._run_seconds is not None and self._run_seconds < PREFETCH_SECONDS
+        if held >= _low_water(prefetch):  # enough to restart every slot that frees: sleep until it runs low
+            self._wake.wait(wait)
             return
-        free = self.slots.free
-        if free == 0:
-            self.slots.wait_for_free(1, wait)
+        if not short and self.slots.free == 0:  # CUs that take a while: claim for a free slot only, so an
+            self.slots.wait_for_free(1, wait)  # idle pilot is not kept waiting behind this one's backlog
             return
-        # prefetch (see PREFETCH_SECONDS), held locally, so a freed slot restarts at once
-        ids = self.coord.claim(self.pilot, limit=free + self.prefetch(), timeout=wait)
-        if ids:
-            self._accept(ids)
+        # top up to the free slots plus the prefetch (see PREFETCH_SECONDS), held locally, so a freed slot
+        # restarts at once; while a held CU waits for room, nothing more is claimed than the prefetch allows
+        with self._claiming:
+            ids = self.coord.claim(self.pilot, limit=self.slots.free + prefetch - held, timeout=wait)
+            skipped = self._accept(ids) if ids else 0
+        if ids and skipped == len(ids):  # all handed back (too long for the walltime left, or still held
+            self._stop.wait(self._handback_pause)  # here under an earlier claim): do not spin on them; the
+            # walltime left only shrinks, so the same CUs come back: wait longer each time (bounded)
+            self._handback_pause = min(self._handback_pause * 2, HANDBACK_PAUSE_MAX)
+        elif ids:
+            self._handback_pause = self.config.claim_timeout
 
-    def _accept(self, ids: Sequence[str]) -> None:
-        """Turn freshly claimed ids into workers, held tasks or immediate failures."""
+    def _accept(self, ids: Sequence[str]) -> int:
+        """Turn freshly claimed ids into workers, held tasks or immediate failures; return how many were
+        handed back because they cannot finish before the walltime or are still held here.
+
+        Called with ``_claiming`` held. A Pending id that a worker or the held queue of this agent still
+        has under an earlier claim (a detector requeued it while it ran here) goes back to the shared queue
+        untouched: the old worker's release would drop the new claim (the in-progress list holds ids, not
+        attempts), and two workers of one CU must never run. It is claimed again once the old one is gone.
+        """
         if self._stop.is_set():  # a stop arrived during the claim: give them back untouched
             self.coord.unclaim(self.pilot, list(ids))
-            return
+            return 0
+        skipped: list[str] = []
+        again: list[str] = []
         records = self.coord.get_many(Kind.CU, list(ids))
         for cu_id, record in zip(ids, records, strict=True):
             if record is None:
                 log.warning("claimed CU %s does not exist; dropping it", cu_id)
                 self.coord.release(self.pilot, [cu_id])
+                continue
+            if record.state == S.PENDING.value and self._holds(cu_id):
+                again.append(cu_id)
                 continue
             if record.state != S.PENDING.value:
                 log.info("claimed CU %s is %s, not Pending; dropping it", cu_id, record.state)
@@ -283,36 +399,100 @@ class Agent:
             except DescriptionError as exc:
                 self._fail_unstarted(cu_id, f"invalid description: {exc}")
                 continue
-            if not self.slots.fits(task.processes):
-                self._fail_unstarted(
-                    cu_id,
-                    f"needs {task.processes} slots (number_of_processes) but pilot {self.pilot} has "
-                    f"{self.slots.total}",
-                )
+            unfit = self.slots.unfit(task.processes, task.is_mpi, self.pilot)
+            if unfit:
+                self._fail_unstarted(cu_id, unfit)
                 continue
-            if self._held or not self._start(task):
-                self._held.append(task)
+            if too_long_for(task, self._remaining()):
+                skipped.append(cu_id)
+                continue
+            with self._workers_lock:
+                worker = None if self._held else self._place(task)
+                if worker is None:
+                    self._held.append(task)
+            if worker is not None:
+                self._launch(worker)
+        if skipped:  # untouched, to the shared queue: a pilot with more time left takes them
+            self.coord.unclaim(self.pilot, skipped)
+            log.info("handed back %d CU(s) whose timeout exceeds the walltime left (%.0f s): %s", len(skipped),
+                     self._remaining() or 0.0, ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+        if again:
+            self.coord.unclaim(self.pilot, again)
+            log.info("claimed CU(s) still held here under an earlier claim, handed back until it ends: %s",
+                     ", ".join(again))
+        return len(skipped) + len(again)
+
+    def _holds(self, cu_id: str) -> bool:
+        """Whether a worker or the held queue has ``cu_id`` (under an earlier claim, if it was just claimed)."""
+        with self._workers_lock:
+            return cu_id in self._workers or any(t.id == cu_id for t in self._held)
 
     def _fail_unstarted(self, cu_id: str, reason: str) -> None:
-        self.coord.update_data(Kind.CU, cu_id, {"reason": reason})
-        req = TransitionRequest(cu_id, S.FAILED.value, S.PENDING.value, self.pilot, {"reason": reason})
-        self.coord.transition_many(Kind.CU, [req])
-        self.coord.release(self.pilot, [cu_id])
-        log.info("CU %s: Failed: %s", cu_id, reason)
+        req = TransitionRequest(cu_id, S.FAILED.value, S.PENDING.value, self.pilot, {"reason": reason},
+                                {"reason": reason}, release=True, owner=self.pilot)
+        if self.coord.transition_many(Kind.CU, [req])[0].ok:
+            log.info("CU %s: Failed: %s", cu_id, reason)
+        else:
+            self.coord.release(self.pilot, [cu_id])
 
-    def _start(self, task: Task) -> bool:
-        """Start a worker if the slots are free; False (nothing done) if not."""
-        if not self.slots.try_allocate(task.processes):
-            return False
-        worker = CUWorker(self, task)
+    def _place(self, task: Task) -> CUWorker | None:
+        """A worker for ``task``, registered, its cores taken (on a node, or, MPI, on several); None (nothing
+        done) if they are not free now. Called with ``_workers_lock`` held; :meth:`_launch` starts it."""
+        inputs = [ref.du_id for ref in task.description.input_data]
+        prefer = self.stager.nodes_with(inputs) if inputs and isinstance(self.stager, DataStager) else ()
+        placement = self.slots.place(task.processes, task.is_mpi, prefer)
+        if placement is None:
+            return None
+        worker = CUWorker(self, task, placement)
+        self._workers[task.id] = worker
+        return worker
+
+    def _launch(self, worker: CUWorker) -> None:
+        """Run ``worker`` on a pool thread, which then goes on with the held CUs (:meth:`_serve`)."""
+        self.pool.submit(functools.partial(self._serve, worker))
+
+    def _serve(self, worker: CUWorker | None) -> None:
+        """Pool thread body: run a CU, then the next held one that fits, until none does."""
+        while worker is not None:
+            worker.run()
+            worker = self._next_worker()
+
+    def _next_worker(self) -> CUWorker | None:
+        """The worker of the first held CU if it can start now (its cores are taken); None otherwise.
+
+        Held CUs that no longer fit (nodes were lost) are returned to the shared queue. When the held
+        work falls below half the prefetch, the main thread is woken to claim more.
+        """
+        unfit: list[str] = []
+        worker: CUWorker | None = None
+        low_water = _low_water(self.prefetch())
         with self._workers_lock:
-            self._workers[task.id] = worker
-        worker.start()
-        return True
+            while self._held and not self._stop.is_set():
+                task = self._held[0]
+                if self.slots.unfit(task.processes, task.is_mpi):  # nodes were lost: another pilot may fit it
+                    unfit.append(self._held.popleft().id)
+                    continue
+                worker = self._place(task)
+                if worker is not None:
+                    self._held.popleft()
+                break
+            low = len(self._held) < low_water
+        if low or unfit:
+            self._wake.set()
+        if unfit:
+            try:
+                self.coord.unclaim(self.pilot, unfit)
+            except CoordinationError as exc:  # still claimed by a live pilot: the watch hands them back
+                log.warning("could not return %d CU(s) that no longer fit: %s", len(unfit), exc)
+        return worker
 
     def _start_held(self) -> None:
-        while self._held and not self._stop.is_set() and self._start(self._held[0]):
-            self._held.popleft()
+        """Start every held CU that fits now, each on a pool thread of its own."""
+        while True:
+            worker = self._next_worker()
+            if worker is None:
+                return
+            self._launch(worker)
 
     def _active(self) -> list[CUWorker]:
         with self._workers_lock:
@@ -328,16 +508,43 @@ class Agent:
         self.watch()
 
     def watch(self) -> None:
-        """Read the states of all running CUs in one batch and interrupt the canceled / lost ones."""
-        workers = self._active()
-        if not workers:
-            return
-        records = self.coord.get_many(Kind.CU, [w.task.id for w in workers])
-        for worker, record in zip(workers, records, strict=True):
-            if record is None or record.state == S.CANCELED.value:
-                worker.interrupt("canceled")
-            elif is_final(record.state) or record.attempt != worker.task.attempt:
-                worker.interrupt("lost")
+        """Interrupt canceled / taken-back CUs; hand back claimed ids nothing here accounts for.
+
+        One read of the in-progress list and one batch read of the running CUs' states. A worker whose
+        CU was canceled is interrupted ``canceled``; one whose CU is final, was retried elsewhere
+        (attempt changed) or is no longer in this pilot's in-progress list (taken back by a detector)
+        ``lost``. See the module docstring for the reconciliation.
+        """
+        with self._workers_lock:
+            unreleased = list(self._unreleased)
+            # claimed again since (held or working here now): that claim is the one in the list
+            retry = [i for i in unreleased if i not in self._workers and all(t.id != i for t in self._held)]
+        if retry:
+            self.coord.release(self.pilot, retry)
+        if unreleased:
+            with self._workers_lock:
+                self._unreleased.difference_update(unreleased)
+        with self._workers_lock:
+            workers = list(self._workers.values())
+            known = {w.task.id for w in workers} | {t.id for t in self._held}
+        known |= self.recorder.pending_ids()
+        claimed = self.coord.claimed(self.pilot)
+        mine = set(claimed)
+        if workers:
+            records = self.coord.get_many(Kind.CU, [w.task.id for w in workers])
+            for worker, record in zip(workers, records, strict=True):
+                if record is None or record.state == S.CANCELED.value:
+                    worker.interrupt("canceled")
+                elif is_final(record.state) or record.attempt != worker.task.attempt or worker.task.id not in mine:
+                    worker.interrupt("lost")
+        known |= {w.task.id for w in self._active()} | self.recorder.pending_ids()
+        orphans = {i for i in mine if i not in known}
+        due = sorted(orphans & self._suspects)
+        self._suspects = orphans - set(due)
+        if due:
+            log.warning("claimed CU(s) no worker holds (a lost claim reply, an unrecorded end): handing back %s",
+                        ", ".join(due))
+            self._sweep("nothing on the pilot held it", due)
 
     # ------------------------------------------------------------------- stop
     def _shutdown(self) -> None:
@@ -345,24 +552,37 @@ class Agent:
         log.info("pilot %s stopping: %s", self.pilot, reason)
         try:
             self._hand_back(reason)
-        finally:
+        except Exception as exc:
+            # what could not be handed back stays claimed by a pilot that stops heartbeating now: a
+            # detector requeues it within the heartbeat TTL (retiring would hide it from them)
+            log.error("could not hand all work back (%s); leaving it to lost-pilot detection", exc)
             if self._heartbeat is not None:
                 self._heartbeat.stop()
             self.reaper.close()
-            self._finish(reason)
-            if self._session is not None:
-                self._session.close()
+            if self.nodes is not None:
+                self.nodes.close()
+            raise
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        self.reaper.close()
+        if self.nodes is not None:
+            self.nodes.close()
+        self._finish(reason)
 
     def _hand_back(self, reason: str) -> None:
-        """Return held work, stop running CUs (they requeue themselves), sweep the claimed list."""
-        if self._held:
-            ids = [t.id for t in self._held]
-            self._held.clear()
-            self.coord.unclaim(self.pilot, ids)
-            log.info("returned %d unstarted CU(s) to the shared queue", len(ids))
+        """Stop running CUs (they requeue themselves), return held work, sweep the claimed list."""
         for worker in self._active():
             worker.interrupt(f"stop:{reason}")
         self._workers_interrupted.set()
+        with self._workers_lock:
+            ids = [t.id for t in self._held]
+            self._held.clear()
+        if ids:
+            try:
+                self.coord.unclaim(self.pilot, ids)
+                log.info("returned %d unstarted CU(s) to the shared queue", len(ids))
+            except CoordinationError as exc:  # the sweep (or a detector, once our heartbeat lapses) gets them
+                log.warning("could not return %d unstarted CU(s) now: %s", len(ids), exc)
         deadline = time.monotonic() + self.config.stop_timeout
         for worker in self._active():
             worker.join(max(0.0, deadline - time.monotonic()))
@@ -373,27 +593,40 @@ class Agent:
         self.recorder.close(max(1.0, deadline - time.monotonic()))
         self._sweep(reason)
 
-    def _sweep(self, reason: str) -> None:
-        """Whatever is still in our claimed list goes back (Pending ones unchanged, started ones +1)."""
-        ids = self.coord.claimed(self.pilot)
+    def _sweep(self, reason: str, ids: Sequence[str] | None = None) -> None:
+        """Hand back claimed CUs (all of them by default): Pending ones unchanged, started ones through
+        the retry path (attempt+1, or Failed past the lost-task reassign budget), final ones released.
+
+        Every move is owned by this pilot and releases / enqueues in the same atomic step.
+        """
+        ids = self.coord.claimed(self.pilot) if ids is None else list(ids)
         if not ids:
             return
         unstarted: list[str] = []
+        gone: list[str] = []
+        moves: list[TransitionRequest] = []
         for cu_id, record in zip(ids, self.coord.get_many(Kind.CU, ids), strict=True):
             if record is None or is_final(record.state):
-                self.coord.release(self.pilot, [cu_id])
-            elif record.state == S.PENDING.value:
+                gone.append(cu_id)
+            elif record.state in (S.NEW.value, S.PENDING.value):
                 unstarted.append(cu_id)
-            else:
-                to = S.PENDING if self.policies.may_reassign(record.attempt) else S.FAILED
+            elif self.policies.may_reassign(record.attempt):
                 detail = {"reason": f"pilot {self.pilot} stopped: {reason}"}
-                req = TransitionRequest(cu_id, to.value, record.state, self.pilot, detail)
-                if self.coord.transition_many(Kind.CU, [req])[0].ok and to is S.PENDING:
-                    unstarted.append(cu_id)
-                else:
-                    self.coord.release(self.pilot, [cu_id])
+                moves.append(TransitionRequest(cu_id, S.PENDING.value, record.state, self.pilot, detail,
+                                               release=True, owner=self.pilot, queue=SHARED_QUEUE, front=True))
+            else:
+                why = (f"pilot {self.pilot} stopped ({reason}) and the lost task max reassign "
+                       f"({self.policies.max_reassign}) is used up")
+                moves.append(TransitionRequest(cu_id, S.FAILED.value, record.state, self.pilot, {"reason": why},
+                                               {"reason": why}, release=True, owner=self.pilot))
         if unstarted:
             self.coord.unclaim(self.pilot, unstarted)
+        if moves:
+            for req, res in zip(moves, self.coord.transition_many(Kind.CU, moves), strict=True):
+                if not res.ok:  # moved by someone else meanwhile: no longer ours
+                    gone.append(req.id)
+        if gone:
+            self.coord.release(self.pilot, gone)
 
     def _finish(self, reason: str) -> None:
         try:
@@ -409,10 +642,31 @@ class Agent:
             log.info("pilot %s is %s (%s)", self.pilot, final, reason)
 
 
+HANDBACK_PAUSE_MAX = 8.0
+"""Longest wait before claiming again after a claim of only CUs this pilot had to hand back: a pilot whose
+walltime left is shorter than every queued CU's timeout claims and returns them about every 8 s instead
+of every second; a new CU waits at most that long for it (other pilots claim it at once)."""
+
+
+def _low_water(prefetch: int) -> int:
+    """Held CUs below which the main loop claims more: half the prefetch (at least one)."""
+    return max(1, prefetch // 2)
+
+
+def too_long_for(task: Task, remaining: float | None) -> bool:
+    """Whether ``task``'s runtime estimate (its ``timeout``) cannot end within ``remaining`` seconds."""
+    estimate = task.description.timeout
+    return remaining is not None and estimate is not None and estimate > remaining
+
+
 class _NoStager:
     """Stands in before registration chooses the real stager."""
 
-    def stage_in(self, task: Task, sandbox: Path) -> None:
+    def needs_staging(self, task: Task) -> bool:
+        """Nothing to stage."""
+        return False
+
+    def stage_in(self, task: Task, sandbox: Path, placement: Placement | None = None) -> None:
         """Nothing to do."""
 
     def stage_out(self, task: Task, sandbox: Path) -> None:
@@ -428,6 +682,7 @@ def _configure_logging(config: AgentConfig) -> None:
         format=f"%(asctime)s %(levelname)s agent[{config.pilot}] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_filter()  # secrets out of every record, libraries' included (botocore names the S3 key id)
 
 
 def _install_signal_handlers(agent: Agent) -> None:

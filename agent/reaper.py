@@ -5,7 +5,8 @@ Each CU runs in its own session (so a cancel or timeout can kill its whole tree)
 elsewhere: the same CU would run to completion twice. The agent therefore starts this small sidecar
 (``python -m agent.reaper``) with a pipe on its stdin and tells it ``+PGID`` when a CU starts and
 ``-PGID`` when it has ended. When the pipe closes (the agent exited, however it died) the reaper
-SIGKILLs every group still registered, then exits. The ``-PGID`` lines wait in the agent and go out
+SIGKILLs every group still registered, deletes what unfinished fetches left in the pilot cache it was
+told about (``=PATH``: :func:`transfer.cache.clean_stale`), then exits. The ``-PGID`` lines wait in the agent and go out
 with the next ``+PGID`` (one write per CU instead of two) or with :meth:`Reaper.flush`, which the
 agent calls about once a second: a group is forgotten at most a second late, far too soon for its
 number to be given to another process group. It ignores SIGINT/SIGTERM/SIGHUP so that a signal
@@ -26,11 +27,16 @@ log = logging.getLogger(__name__)
 
 
 def serve(lines: Iterable[str] | None = None) -> set[int]:
-    """Read ``+PGID`` / ``-PGID`` lines (default: stdin) until EOF, SIGKILL the groups left; return them."""
+    """Read ``+PGID`` / ``-PGID`` / ``=CACHE`` lines (default: stdin) until EOF, SIGKILL the groups left,
+    clean the caches; return the groups."""
     stream: Iterable[str] = sys.stdin if lines is None else lines
     groups: set[int] = set()
+    caches: list[str] = []
     for line in stream:
         line = line.strip()
+        if line.startswith("=") and len(line) > 1:
+            caches.append(line[1:])
+            continue
         if len(line) < 2 or line[0] not in "+-" or not line[1:].isdigit():
             continue
         pgid = int(line[1:])
@@ -43,6 +49,15 @@ def serve(lines: Iterable[str] | None = None) -> set[int]:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    if caches:
+        from transfer.cache import clean_stale  # only now: the reaper stays small while it waits
+
+        for root in caches:
+            if os.path.isdir(root):
+                try:
+                    clean_stale(root)
+                except OSError as exc:
+                    log.warning("could not clean the pilot cache %s: %s", root, exc)
     return groups
 
 
@@ -89,6 +104,14 @@ class Reaper:
         """Register a CU's process group (before the CU can outlive a dying agent: written at once)."""
         with self._lock:
             self._send(f"+{pgid}\n")
+
+    def watch_cache(self, root: str | os.PathLike[str]) -> None:
+        """Have the reaper clean this pilot cache's leftovers (:func:`transfer.cache.clean_stale`) at the end."""
+        text = os.fspath(root)
+        if "\n" in text:
+            return
+        with self._lock:
+            self._send(f"={text}\n")
 
     def unwatch(self, pgid: int) -> None:
         """Forget a process group whose CU has ended (sent with the next write)."""

@@ -8,17 +8,17 @@ Requests are applied in the order they were handed in, so a CU's ``Running`` alw
 server before its ``Done``.
 
 A worker can wait for its result (:meth:`Recorder.move`) or go on and be told later
-(:meth:`Recorder.submit` with a callback): the agent starts a CU's process without waiting for its
-``Running`` to be stored and frees the slots as soon as the process has exited, so the round trips
-overlap with the next CU instead of adding to every CU's time. A move that does not apply
-(someone else moved the CU: a client cancelled it, a detector requeued it) is reported to the
-callback, which interrupts the worker or lets the CU go; nothing is completed twice because every
-move is compare-and-set on the state the worker last wrote.
+(:meth:`Recorder.submit` with a callback; it returns the :class:`QueuedMove`): the agent starts a
+CU's process without waiting for its ``Running`` to be stored and frees the slots as soon as the
+process has exited, so the round trips overlap with the next CU instead of adding to every CU's time.
+A move that does not apply (someone else moved the CU: a client cancelled it, a detector requeued it)
+is reported to the callback, which interrupts the worker or lets the CU go; nothing is completed twice
+because every move is compare-and-set on the state the worker last wrote.
 
 A batch holding only moves nobody waits for lingers up to :data:`LINGER` seconds for more before it
-is sent (a waited-for move, :meth:`Recorder.flush` and :meth:`Recorder.close` end the linger): the
-CUs never wait for those moves, and ten moves per call cost the agent and the server far less than
-one call each.
+is sent (a waited-for move, a full batch, :meth:`Recorder.flush` and :meth:`Recorder.close` end the
+linger; other moves join the batch without waking the thread): the CUs never wait for those moves, and
+ten moves per call cost the agent and the server far less than one call each.
 
 A failing call (coordination unreachable) is retried with back-off for up to :data:`RETRY_FOR`
 seconds, then the error goes to every waiter and callback of that batch. A retried move that finds
@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pilotdata.coordination import Coordination, TransitionRequest, TransitionResult
+from pilotdata.coordination.reconnect import applied_on_retry
 from pilotdata.errors import CoordinationError
 from pilotdata.states import Kind
 
@@ -56,7 +57,7 @@ Callback = Callable[[TransitionResult | None, BaseException | None], None]
 
 
 @dataclass
-class Pending:
+class QueuedMove:
     """One queued move and, once sent, its outcome."""
 
     request: TransitionRequest
@@ -84,9 +85,12 @@ class Recorder:
         self.retry_for = retry_for
         self.linger = linger
         self._hurry = 0  # flushes in progress: no lingering
-        self._queue: deque[Pending] = deque()
+        self._queue: deque[QueuedMove] = deque()
         self._cond = threading.Condition()
         self._busy = False
+        self._lingering = False
+        """The thread waits for its linger to end (only urgent or full batches wake it)."""
+        self._sending: set[str] = set()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="transition-recorder", daemon=True)
 
@@ -95,22 +99,34 @@ class Recorder:
         self._thread.start()
 
     # ------------------------------------------------------------------ API
-    def submit(self, request: TransitionRequest, callback: Callback | None = None, *, urgent: bool = False) -> Pending:
+    def submit(
+        self, request: TransitionRequest, callback: Callback | None = None, *, urgent: bool = False
+    ) -> QueuedMove:
         """Queue a CU move; ``callback(result, error)`` runs on the recorder thread once it was sent.
 
         ``urgent``: the caller will wait for the result, so the batch is sent without lingering.
         """
-        item = Pending(request, callback, urgent)
+        item = QueuedMove(request, callback, urgent)
         with self._cond:
             if self._closed:
                 raise CoordinationError("the agent's transition recorder is closed")
             self._queue.append(item)
-            self._cond.notify_all()
+            # a lingering batch is sent when its linger ends: waking the thread for every move nobody
+            # waits for would cost a thread switch per move and send nothing sooner
+            if urgent or not self._lingering or len(self._queue) >= MAX_BATCH:
+                self._cond.notify_all()
         return item
 
     def move(self, request: TransitionRequest) -> TransitionResult:
         """Queue a CU move and wait for its result."""
         return self.submit(request, urgent=True).wait()
+
+    def pending_ids(self) -> set[str]:
+        """Ids of the CUs with a move queued or in flight (the agent counts them as its own)."""
+        with self._cond:
+            ids = {p.request.id for p in self._queue}
+            ids.update(self._sending)
+        return ids
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far was sent; False if ``timeout`` ran out first."""
@@ -149,25 +165,31 @@ class Recorder:
                 self._busy = True
                 self._gather()
                 batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+                self._sending = {p.request.id for p in batch}
             try:
                 self._send(batch)
             finally:
                 with self._cond:
                     self._busy = False
+                    self._sending = set()
                     self._cond.notify_all()
 
     def _gather(self) -> None:
         """Linger (lock held) while the queue holds only moves nobody waits for; see the module docstring."""
         end = time.monotonic() + self.linger
-        while len(self._queue) < MAX_BATCH and not self._closed and not self._hurry:
-            if any(p.urgent for p in self._queue):
-                return
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self._cond.wait(left)
+        try:
+            while len(self._queue) < MAX_BATCH and not self._closed and not self._hurry:
+                if any(p.urgent for p in self._queue):
+                    return
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                self._lingering = True
+                self._cond.wait(left)
+        finally:
+            self._lingering = False
 
-    def _send(self, batch: list[Pending]) -> None:
+    def _send(self, batch: list[QueuedMove]) -> None:
         requests = [p.request for p in batch]
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
@@ -188,22 +210,13 @@ class Recorder:
                 retried = True
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        later: list[set[str]] = [set() for _ in batch]  # per move: targets of the CU's later moves here
-        if retried:
-            seen: dict[str, set[str]] = {}
-            for i in range(len(batch) - 1, -1, -1):
-                req = batch[i].request
-                later[i] = set(seen.get(req.id, ()))
-                seen.setdefault(req.id, set()).add(str(req.to))
-        for p, result, after in zip(batch, results, later, strict=True):
-            if retried and not result.ok and (result.previous == p.request.to or result.previous in after):
-                # the first try applied it (and maybe the CU's next moves too); only the reply was lost
-                result = TransitionResult(result.kind, result.id, True, p.request.expected, result.state,
-                                          result.attempt, result.time)
+        if retried:  # the first try may have applied moves (and the CU's next ones); only the reply was lost
+            results = applied_on_retry(requests, results)
+        for p, result in zip(batch, results, strict=True):
             self._finish(p, result, None)
 
     @staticmethod
-    def _finish(p: Pending, result: TransitionResult | None, error: BaseException | None) -> None:
+    def _finish(p: QueuedMove, result: TransitionResult | None, error: BaseException | None) -> None:
         p.result, p.error = result, error
         p.done.set()
         if p.callback is not None:

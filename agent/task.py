@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from pilotdata.coordination import EntityRecord
 from pilotdata.descriptions import ComputeUnitDescription
-from pilotdata.errors import DescriptionError, PilotDataError
+from pilotdata.errors import PilotDataError
+from pilotdata.records import cu_description
 
 
 class CUFailed(PilotDataError):
@@ -49,8 +50,5 @@ class Task:
 
     @classmethod
     def from_record(cls, record: EntityRecord) -> Task:
-        """Build a Task from a CU record; :class:`DescriptionError` names the bad field."""
-        desc = record.data.get("description")
-        if desc is None:
-            raise DescriptionError(f"CU {record.id!r} has no description", field="description")
-        return cls(record.id, record.attempt, ComputeUnitDescription.coerce(desc))
+        """Build a Task from a CU record; :class:`~pilotdata.errors.DescriptionError` names the bad field."""
+        return cls(record.id, record.attempt, cu_description(record))

@@ -1,4 +1,5 @@
-"""One CU's life on this pilot: a job on a pool thread from claim to final state (or back to the queue).
+"""One CU's life on this pilot: :meth:`CUWorker.run` on a pool thread, from claim to final state (or back to
+the queue); the agent runs it, and then the next held CU, on that thread.
 
 The worker moves its CU ``Pending -> StagingInput -> Running -> StagingOutput -> Done`` with every
 transition made compare-and-set on the state it last wrote, so that anyone else who moved the CU in
@@ -11,52 +12,96 @@ apply, the callback interrupts the worker, which kills the process group), and `
 and the slots are freed at once (if it does not apply, the callback releases the id). Every other
 move waits for its result.
 
+Every move names this pilot as the CU's ``owner``: it applies only while the CU is still in this
+pilot's in-progress list, so once a detector took the work back (this pilot declared lost) nothing
+this worker writes can land. A worker lets a CU go (releases it, writes nothing more) only on such
+evidence that someone else has it: a refused move, or the agent's state check seeing it canceled or
+taken back. It never lets go of a CU it still owns.
+
 Failures go through :meth:`CUWorker._fail`: the failed-task retry policy may send the CU back to
-Pending with attempt+1 (``unclaim`` puts it at the front of the shared queue atomically), otherwise it
-becomes Failed with ``reason`` (and ``exit_code`` when there is one) in its data and in the event. A
-stop of the agent (walltime, signal, failing worker) kills a running process and requeues the CU
-under the lost-task reassign budget.
+Pending with attempt+1 (released and put at the front of the shared queue in the same atomic move),
+otherwise it becomes Failed with ``reason`` (and ``exit_code`` when there is one) in its data and in
+the event.
+
+**Stops** (walltime, signal, a pilot canceled by a client, a failing worker) hand the CU back: a
+running process is killed and the CU goes back to Pending with attempt+1 under the lost-task reassign
+budget (:meth:`CUWorker._requeue`). A batch system that ends the job (``scancel``, its time limit,
+preemption) signals every process of the job at once, the CU's too, so a CU often ends *because of*
+the stop, before or after the agent heard of it. Its exit status then says nothing about the CU:
+
+* a CU that ended with a signal, or with a status above 128 (a shell's "killed by signal"), waits up
+  to :data:`STOP_WINDOW` seconds for the agent's stop before its failure is recorded; if the stop
+  comes, the CU is handed back instead of failed;
+* any CU that ends after a stop began is handed back, unless it exited 0 and the stop was the agent's
+  own (walltime, cancel, failing worker: nothing signalled the CU, so exit 0 is a real completion);
+  exit 0 after a *signal* stop is handed back too (the CU may have caught the signal and exited 0).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.launch import Launched, build_argv, cu_environment, spawn
+from agent.cores import NodeSlots, Placement
+from agent.environment import cu_environment, passed
+from agent.executors import NodeLost
+from agent.launch import build_argv
 from agent.policies import FailureStreak, Policies
-from agent.pool import ThreadPool
 from agent.reaper import Reaper
 from agent.recorder import Recorder
 from agent.sandbox import make_sandbox, output_file
-from agent.slots import SlotPool
 from agent.task import CUFailed, Task
-from pilotdata.coordination import Coordination, TransitionRequest, TransitionResult
+
+if TYPE_CHECKING:
+    from agent.allocation import PilotNodes
+from pilotdata.coordination import SHARED_QUEUE, Coordination, TransitionRequest, TransitionResult
 from pilotdata.errors import StagingError
-from pilotdata.launchers.base import signal_name
+from pilotdata.exits import exit_reason
 from pilotdata.states import ComputeUnitState as S
-from pilotdata.states import Kind
 
 log = logging.getLogger(__name__)
 
 WAIT_STEP = 0.25
 """Longest a worker waits on its process before it looks at its cancel / stop flags again."""
 
+STOP_WINDOW = 2.0
+"""Seconds a CU that died of a signal (or exited above 128) waits for the agent's stop before it is
+recorded Failed: the signal that killed it may be the batch system's, on its way to the agent too."""
+
+SIGNAL_STOP = "stop:signal"
+"""Interrupt kinds of a stop caused by a signal to the agent start with this (``stop:signal SIGTERM``)."""
+
 
 class Stager(Protocol):
     """Input and output staging of a CU (see :mod:`agent.staging`)."""
 
-    def stage_in(self, task: Task, sandbox: Path) -> None:
-        """Make the CU's input DataUnits visible in its sandbox; :class:`StagingError` on failure."""
+    def needs_staging(self, task: Task) -> bool:
+        """Whether the CU has inputs to stage (DataUnits or ``file_transfer`` files)."""
+
+    def stage_in(self, task: Task, sandbox: Path, placement: Placement | None = None) -> None:
+        """Make the CU's input DataUnits visible in its sandbox (on its node); :class:`StagingError` on failure."""
 
     def stage_out(self, task: Task, sandbox: Path) -> None:
         """Upload the CU's output files into their DataUnits; :class:`StagingError` on failure."""
+
+
+class CUProcess(Protocol):
+    """A running CU process, on this node (:class:`agent.launch.Launched`) or another one."""
+
+    @property
+    def pgid(self) -> int | None:
+        """Its process group id (``None`` while a remote node has not reported it)."""
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or ``None`` if it still runs after ``timeout`` seconds."""
+
+    def kill_group(self, grace: float) -> int:
+        """SIGTERM its group, SIGKILL after ``grace`` seconds; its exit code."""
 
 
 class Host(Protocol):
@@ -64,10 +109,10 @@ class Host(Protocol):
 
     coord: Coordination
     recorder: Recorder
-    pool: ThreadPool
     pilot: str
     workdir: Path
-    slots: SlotPool
+    slots: NodeSlots
+    nodes: PilotNodes | None
     policies: Policies
     streak: FailureStreak
     reaper: Reaper
@@ -75,6 +120,13 @@ class Host(Protocol):
     mpi_launcher: str
     kill_grace: float
     environment: Mapping[str, str]
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once the agent was asked to stop (thread- and signal-safe to wait on)."""
+
+    @property
+    def stop_kind(self) -> str:
+        """``stop:<reason>`` once the agent was asked to stop, else ``""``."""
 
     def worker_done(self, worker: CUWorker) -> None:
         """Called by the worker thread when it is done with its CU (slots already released)."""
@@ -85,6 +137,12 @@ class Host(Protocol):
     def failing_worker(self, failures: int) -> None:
         """Called when the consecutive-failure limit is reached."""
 
+    def release_later(self, cu_id: str) -> None:
+        """Called when a CU let go of could not be released (coordination down): retry it later."""
+
+    def release_claim(self, cu_id: str) -> None:
+        """Drop a CU let go of from the pilot's in-progress list (never across a claim of the same id)."""
+
 
 class _Lost(Exception):
     """Internal: someone else moved the CU (canceled, requeued); the worker lets go."""
@@ -94,17 +152,14 @@ class _Lost(Exception):
         self.state = state
 
 
-def signal_reason(code: int) -> str:
-    """``exit code 3`` or ``killed by signal SIGKILL`` for a Popen return code."""
-    return f"killed by signal {signal_name(-code)}" if code < 0 else f"exit code {code}"
-
-
 class CUWorker:
     """Runs one claimed CU (see the module docstring). Holds ``task.processes`` slots until it ends."""
 
-    def __init__(self, host: Host, task: Task) -> None:
+    def __init__(self, host: Host, task: Task, placement: Placement) -> None:
         self.host = host
         self.task = task
+        self.placement = placement
+        """The node (MPI: the hosts) whose cores this CU holds."""
         self.state: str = S.PENDING.value
         """The state this worker last wrote (the ``expected`` of its next transition)."""
         self._interrupt = threading.Event()
@@ -113,10 +168,6 @@ class CUWorker:
         self.abandoned = False
         """Set by the agent at shutdown when it took the CU back itself: write nothing more."""
         self._finished = threading.Event()
-
-    def start(self) -> None:
-        """Run the CU on one of the agent's pool threads."""
-        self.host.pool.submit(self.run)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the worker is done with its CU (slots released); False on timeout."""
@@ -154,9 +205,24 @@ class CUWorker:
             raise _Lost(result.previous)
         self.state = to.value
 
-    def _request(self, to: S, detail: Mapping[str, Any] | None, data: Mapping[str, Any] | None) -> TransitionRequest:
+    def _request(
+        self, to: S, detail: Mapping[str, Any] | None, data: Mapping[str, Any] | None, *, requeue: bool = False
+    ) -> TransitionRequest:
+        """A move from :attr:`state` owned by this pilot; a final one releases the id, a requeue also
+        puts it at the front of the shared queue (one atomic step either way)."""
         final = to in (S.DONE, S.FAILED, S.CANCELED)
-        return TransitionRequest(self.task.id, to.value, self.state, self.host.pilot, detail, data, release=final)
+        pilot = self.host.pilot
+        return TransitionRequest(self.task.id, to.value, self.state, pilot, detail, data, release=final or requeue,
+                                 owner=pilot, queue=SHARED_QUEUE if requeue else None, front=requeue)
+
+    def _hand_back(self, detail: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> None:
+        """Back to Pending with attempt+1, released and at the front of the shared queue, in one move."""
+        if self.abandoned:
+            raise _Lost(None)
+        result = self.host.recorder.move(self._request(S.PENDING, detail, data, requeue=True))
+        if not result.ok:
+            raise _Lost(result.previous)
+        self.state = S.PENDING.value
 
     def _move_on(self, to: S, detail: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> None:
         """Queue a move without waiting for it (``Running``, ``Done``); :meth:`_moved` handles a refusal."""
@@ -176,8 +242,9 @@ class CUWorker:
             if not self.abandoned:
                 try:
                     self._release()
-                except Exception as exc:  # coordination down: a lost-pilot sweep releases it later
-                    log.warning("CU %s: could not release: %s", self.task.id, exc)
+                except Exception as exc:  # coordination down: the agent retries the release later
+                    log.warning("CU %s: could not release: %s; retrying later", self.task.id, exc)
+                    self.host.release_later(self.task.id)
             return
         if error is not None and result is None and self.state == S.DONE.value:
             log.error("CU %s: ended but could not be recorded Done: %s", self.task.id, why)
@@ -186,7 +253,7 @@ class CUWorker:
         self.interrupt("canceled" if previous == S.CANCELED.value else "lost")
 
     def _release(self) -> None:
-        self.host.coord.release(self.host.pilot, [self.task.id])
+        self.host.release_claim(self.task.id)
 
     # ---------------------------------------------------------------------- run
     def run(self) -> None:
@@ -195,6 +262,8 @@ class CUWorker:
             self._run()
         except _Lost as lost:
             self._let_go(lost.state)
+        except NodeLost as lost:  # the node died under the CU: only its CUs go back, the pilot runs on
+            self._node_lost(lost)
         except Exception as exc:  # an agent bug or a coordination outage: fail the CU, loudly
             log.exception("CU %s: unexpected error", self.task.id)
             try:
@@ -204,26 +273,31 @@ class CUWorker:
             except Exception:
                 log.exception("CU %s: could not record the failure", self.task.id)
         finally:
-            self.host.slots.release(self.task.processes)
+            self.host.slots.release(self.placement)
             self.host.worker_done(self)
             self._finished.set()
 
     def _let_go(self, state: str | None) -> None:
+        """Someone else has the CU (a refused move, or it was seen canceled / taken back): drop our claim."""
         kind = self.interrupt_kind or "lost"
         log.info("CU %s: %s (now %s); letting go", self.task.id, kind, state)
         if not self.abandoned:
-            self._release()
+            try:
+                self._release()
+            except Exception as exc:  # coordination down: the agent retries the release later
+                log.warning("CU %s: could not release: %s; retrying later", self.task.id, exc)
+                self.host.release_later(self.task.id)
 
     def _run(self) -> None:
         task, coord = self.task, self.host.coord
-        kind = self.interrupt_kind
+        kind = self.interrupt_kind or self.host.stop_kind
         if kind.startswith("stop:"):  # the agent stopped before this CU began: return it unchanged
             coord.unclaim(self.host.pilot, [task.id])
             return
         if kind:
             raise _Lost(kind)
-        host = socket.gethostname()
-        staged = bool(task.description.input_data)
+        host = self.placement.node
+        staged = self.host.stager.needs_staging(task)
         try:
             sandbox = make_sandbox(self.host.workdir, task)
         except CUFailed as failure:
@@ -232,7 +306,7 @@ class CUWorker:
         if staged:  # no inputs: straight from Pending to Running (one round trip less per CU)
             self._move(S.STAGING_INPUT, {"host": host}, {"sandbox": str(sandbox)})
             try:
-                self.host.stager.stage_in(task, sandbox)
+                self.host.stager.stage_in(task, sandbox, self.placement)
             except CUFailed as failure:
                 self._fail(failure)
                 return
@@ -249,19 +323,27 @@ class CUWorker:
                 self.host.environment,
                 {"PDATA_CU_ID": task.id, "PDATA_PILOT_ID": self.host.pilot, "PDATA_SANDBOX": str(sandbox)},
             )
-            argv = build_argv(task, sandbox, env, self.host.mpi_launcher)
+            several = self.host.nodes is not None and self.host.nodes.launcher is not None
+            hosts = self.placement.hosts if task.is_mpi and several else ()
+            argv = build_argv(task, sandbox, env, self.host.mpi_launcher, hosts=hosts)
             stdout = output_file(sandbox, task.description.output)
             stderr = output_file(sandbox, task.description.error)
         except CUFailed as failure:
             self._fail(failure)
             return
         running: dict[str, Any] = {"host": host, "slots": task.processes}
+        where: dict[str, Any] = {"node": host}
+        if self.placement.spans:
+            running["nodes"] = where["nodes"] = {n: c for n, c in self.placement.hosts}
         if task.is_mpi:
             running["launcher"] = os.path.basename(argv[0])
         # queued, not awaited: the process starts now; a refused move interrupts the wait below
-        self._move_on(S.RUNNING, running, None if staged else {"sandbox": str(sandbox)})
+        self._move_on(S.RUNNING, running, where if staged else {**where, "sandbox": str(sandbox)})
         try:
-            launched = spawn(argv, sandbox, env, stdout, stderr)
+            executor = self._executor()
+            # what a node process adds to its own allow-listed environment: everything but that
+            extra = {k: v for k, v in env.items() if not passed(k) or self.host.environment.get(k) != v}
+            launched = executor.spawn(task.id, argv, sandbox, env, extra, stdout, stderr)
         except CUFailed as failure:
             self._fail(failure)
             return
@@ -270,8 +352,14 @@ class CUWorker:
         self.host.ran(time.monotonic() - began)
         if code is None:
             return  # interrupted or timed out: already handled
+        self._check_lost()  # cancelled (or its Running refused) while it ran: nothing to record
+        stop = self._stopped_by(code)
+        if stop:  # it ended because the pilot stops, or may have: not the CU's outcome
+            log.info("CU %s: ended with %s while the pilot stops (%s); handing it back", task.id, code, stop[5:])
+            self._requeue(stop[5:], code)
+            return
         if code != 0:
-            self._fail(CUFailed(signal_reason(code), retryable=True, exit_code=code))
+            self._fail(CUFailed(exit_reason(code), retryable=True, exit_code=code))
             return
         if task.description.output_data:  # no outputs: straight from Running to Done
             self._move(S.STAGING_OUTPUT, {"exit_code": 0})
@@ -280,14 +368,36 @@ class CUWorker:
             except StagingError as exc:
                 self._fail(CUFailed(f"output staging failed: {exc}", exit_code=0))
                 return
-        if self.interrupt_kind:  # cancelled (or its Running refused) while it ran: nothing to record
-            raise _Lost(self.interrupt_kind)
+            self._check_lost()
         self._move_on(S.DONE, {"exit_code": 0}, {"exit_code": 0, "reason": None})
         self.host.streak.success()
 
+    def _check_lost(self) -> None:
+        """Raise :class:`_Lost` if the agent saw the CU canceled or taken back (never for a stop)."""
+        kind = self.interrupt_kind
+        if kind and not kind.startswith("stop:"):
+            raise _Lost(kind)
+
+    def _stopped_by(self, code: int) -> str:
+        """The stop (``stop:<reason>``) that a CU ending with ``code`` is to be handed back for, or ``""``.
+
+        See the module docstring: a stop already under way takes every CU that ends, except exit 0 under
+        the agent's own stop; a CU that died of a signal (or above 128) gives the stop :data:`STOP_WINDOW`
+        seconds to arrive.
+        """
+        kind = self.interrupt_kind or self.host.stop_kind
+        if kind.startswith("stop:"):
+            return "" if code == 0 and not kind.startswith(SIGNAL_STOP) else kind
+        if code < 0 or code > 128:
+            self.host.stopping.wait(STOP_WINDOW)
+            kind = self.interrupt_kind or self.host.stop_kind
+            if kind.startswith("stop:"):
+                return kind
+        return ""
+
     def _interrupted_before_start(self) -> bool:
         """Handle a cancel / stop that arrived during input staging; True if the CU must not start."""
-        kind = self.interrupt_kind
+        kind = self.interrupt_kind or self.host.stop_kind
         if not kind:
             return False
         if kind.startswith("stop:") and self.state == S.PENDING.value:  # never started: back unchanged
@@ -298,9 +408,39 @@ class CUWorker:
             raise _Lost(kind)
         return True
 
-    def _wait(self, launched: Launched) -> int | None:
+    def _executor(self) -> Any:
+        """The executor that spawns this CU (:meth:`agent.allocation.PilotNodes.executor`)."""
+        if self.host.nodes is None:
+            raise CUFailed("agent error: no node to run on (the agent did not register)")
+        return self.host.nodes.executor(self.placement, launcher_here=self.task.is_mpi)
+
+    def _node_lost(self, lost: NodeLost) -> None:
+        """The CU's node is gone: back to the queue under the lost-task budget, as when a pilot dies."""
+        task = self.task
+        if self.state in (S.DONE.value, S.FAILED.value, S.CANCELED.value) or self.abandoned:
+            return
+        if self.state == S.PENDING.value:  # nothing started: back unchanged
+            self.host.coord.unclaim(self.host.pilot, [task.id])
+            return
+        if self.host.policies.may_reassign(task.attempt):
+            try:
+                self._hand_back({"reason": f"{lost} (pilot {self.host.pilot})", "node": lost.node})
+            except _Lost as gone:
+                self._let_go(gone.state)
+                return
+            log.warning("CU %s: %s; returned to the shared queue", task.id, lost)
+            return
+        reason = f"{lost} and the lost task max reassign ({self.host.policies.max_reassign}) is used up"
+        try:
+            self._move(S.FAILED, {"reason": reason, "node": lost.node}, {"reason": reason})
+        except _Lost as gone:
+            self._let_go(gone.state)
+
+    def _wait(self, launched: CUProcess) -> int | None:
         """Wait for the process; on timeout / cancel / stop kill its group and handle it (-> None)."""
-        self.host.reaper.watch(launched.pgid)
+        local = getattr(launched, "local", True)
+        if local and launched.pgid is not None:
+            self.host.reaper.watch(launched.pgid)
         try:
             timeout = self.task.description.timeout
             deadline = time.monotonic() + timeout if timeout else None
@@ -310,7 +450,7 @@ class CUWorker:
                 code = launched.wait(step)
                 if code is not None:
                     return code
-                kind = self.interrupt_kind
+                kind = self.interrupt_kind or self.host.stop_kind
                 if kind:
                     launched.kill_group(self.host.kill_grace)
                     if kind.startswith("stop:"):
@@ -324,20 +464,20 @@ class CUWorker:
                     return None
         finally:
             launched.kill_group(0)  # the CU is over: leave nothing of its process group behind
-            self.host.reaper.unwatch(launched.pgid)
+            if local and launched.pgid is not None:
+                self.host.reaper.unwatch(launched.pgid)
 
     # ----------------------------------------------------------------- endings
     def _fail(self, failure: CUFailed) -> None:
         """Record a failed run: retry (failed task max reassign) or Failed; count it in the streak."""
-        task, coord = self.task, self.host.coord
+        task = self.task
         detail: dict[str, Any] = {"reason": failure.reason}
         if failure.exit_code is not None:
             detail["exit_code"] = failure.exit_code
         outcome = {"reason": failure.reason, "exit_code": failure.exit_code}
         if failure.retryable and self.host.policies.may_retry(task):
             retries = self.host.policies.retries_for(task)
-            self._move(S.PENDING, {**detail, "retry": f"{task.attempt + 1}/{retries}"}, outcome)
-            coord.unclaim(self.host.pilot, [task.id])
+            self._hand_back({**detail, "retry": f"{task.attempt + 1}/{retries}"}, outcome)
             log.info("CU %s: %s; retry %d of %d", task.id, failure.reason, task.attempt + 1, retries)
         else:
             self._move(S.FAILED, detail, outcome)
@@ -345,18 +485,16 @@ class CUWorker:
         if self.host.streak.failure():
             self.host.failing_worker(self.host.streak.count)
 
-    def _requeue(self, why: str) -> None:
-        """Give the CU back because the pilot stops (lost task max reassign budget)."""
+    def _requeue(self, why: str, code: int | None = None) -> None:
+        """Give the CU back because the pilot stops (lost task max reassign budget), in one owned move."""
         task = self.task
+        ended = {} if code is None else {"exit_code": code}
         if self.host.policies.may_reassign(task.attempt):
-            self._move(S.PENDING, {"reason": f"pilot {self.host.pilot} stopped: {why}"})
-            self.host.coord.unclaim(self.host.pilot, [task.id])
+            self._hand_back({"reason": f"pilot {self.host.pilot} stopped: {why}", **ended})
             log.info("CU %s: returned to the shared queue (pilot stopping: %s)", task.id, why)
         else:
             reason = (
                 f"pilot {self.host.pilot} stopped ({why}) and the lost task max reassign "
                 f"({self.host.policies.max_reassign}) is used up"
             )
-            self.host.coord.update_data(Kind.CU, task.id, {"reason": reason})
-            self._move(S.FAILED, {"reason": reason})
-            self._release()
+            self._move(S.FAILED, {"reason": reason, **ended}, {"reason": reason})

@@ -51,11 +51,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import placement_speed
-from _sites import SetupError, TwoSites, check_prerequisites, fmt_bytes, parse_rate, parse_size
-
+from benchmarks import placement_speed
+from benchmarks._sites import SetupError, TwoSites, check_prerequisites, fmt_bytes, parse_rate, parse_size
 from pilotdata import ComputeDataService, PilotComputeService, PilotDataService
 from pilotdata.services.data_unit import DataUnit
 from pilotdata.services.pilot_compute import PilotCompute
@@ -228,7 +226,7 @@ def start_pilots(env: Env, settings: Settings, policy: str) -> PilotSet:
                 pset.pilots.append(pilot)
                 pset.site_of[pilot.id] = site
         for pilot in pset.pilots:
-            state = pilot.wait(timeout=120)
+            state = pilot.wait(timeout=120, state="Running")
             if state != "Running":
                 raise RuntimeError(f"pilot {pilot.id} at {pset.site_of[pilot.id]} is {state}: "
                                    f"{pilot.get_details().get('reason')}")
@@ -260,6 +258,7 @@ def staged_description(env: Env, settings: Settings, i: int) -> dict[str, Any]:
     return {
         "executable": sys.executable,
         "arguments": _task_args(settings, env.db_name, env.chunk_names[i]),
+        "shell": False,
         "input_data": [env.db.id, env.chunks[i].id],
         "number_of_processes": 1,
         "name": f"blast-{i:05d}",
@@ -274,7 +273,8 @@ def naive_description(env: Env, settings: Settings, i: int) -> dict[str, Any]:
                       store.path(f"{env.chunks[i].id}/{env.chunk_names[i]}"))
     args += ["--ssh", f"root@{sshd.host}", "--ssh-port", str(sshd.port), "--ssh-key", str(env.sites.user_key),
              "--known-hosts", str(env.sites.known_hosts)]
-    return {"executable": sys.executable, "arguments": args, "number_of_processes": 1, "name": f"naive-{i:05d}"}
+    return {"executable": sys.executable, "arguments": args, "shell": False, "number_of_processes": 1,
+            "name": f"naive-{i:05d}"}
 
 
 def random_binding(pset: PilotSet, n: int, seed: int) -> list[PilotCompute]:

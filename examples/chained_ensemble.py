@@ -25,7 +25,7 @@ for i in range(n):
     out.wait()
     a_outputs.append(out)
     a_units.append(cds.submit_compute_unit({
-        "executable": "/bin/sh", "arguments": ["-c", f"echo {i} > a.txt"],
+        "executable": "/bin/sh", "arguments": ["-c", f"echo {i} > a.txt"], "shell": False,
         "output_data": [{out.id: ["a.txt"]}],
     }))
 
@@ -35,7 +35,7 @@ for i, a in enumerate(a_units):          # each B waits only for its own A
         print(f"A{i} failed: {a.get_details()['reason']}")
         continue
     b_units.append(cds.submit_compute_unit({
-        "executable": "/bin/sh", "arguments": ["-c", "expr $(cat a.txt) \\* 10"],
+        "executable": "/bin/sh", "arguments": ["-c", "expr $(cat a.txt) \\* 10"], "shell": False,
         "input_data": [a_outputs[i].id],
     }))
 cds.wait()

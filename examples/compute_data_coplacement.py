@@ -57,7 +57,7 @@ output_data_unit.wait()
 
 compute_unit = compute_data_service.submit_compute_unit({
     "executable": "/bin/sh",
-    "arguments": ["-c", "wc -l test.txt > count.out; tr a-z A-Z < test.txt > upper.out"],
+    "arguments": ["-c", "wc -l test.txt > count.out; tr a-z A-Z < test.txt > upper.out"], "shell": False,
     "number_of_processes": 1,
     "output": "stdout.txt",
     "error": "stderr.txt",

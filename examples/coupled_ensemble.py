@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 
-from pilotdata import ComputeDataService, PilotComputeService, PilotDataService, State
+from pilotdata import ComputeDataService, ComputeUnit, DataUnit, PilotComputeService, PilotDataService, State
 
 workdir = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="pd-coupled-")
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -20,11 +20,11 @@ cds.add_pilot_compute_service(pcs)
 cds.add_pilot_data_service(pds)
 
 
-def producer(kind: str, i: int):
+def producer(kind: str, i: int) -> tuple[ComputeUnit, DataUnit]:
     out = cds.submit_data_unit({"file_urls": [], "name": f"{kind}-{i}"})
     out.wait()
     cu = cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"echo {kind}{i} > {kind}.txt"],
-                                  "output_data": [{out.id: [f"{kind}.txt"]}]})
+                                  "shell": False, "output_data": [{out.id: [f"{kind}.txt"]}]})
     return cu, out
 
 
@@ -34,7 +34,7 @@ for (a_cu, a_out), (b_cu, b_out) in pairs:
     if a_cu.wait() != State.Done or b_cu.wait() != State.Done:
         continue
     c_units.append(cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", "cat a.txt b.txt"],
-                                            "input_data": [a_out.id, b_out.id]}))
+                                            "shell": False, "input_data": [a_out.id, b_out.id]}))
 cds.wait()
 outputs = []
 for c in c_units:

@@ -37,17 +37,17 @@ for site in ("site-a", "site-b"):
 for du in data_units.values():
     du.wait()
 for pilot in pcs.list_pilots():
-    pilot.wait()  # both pilots up, so placement sees both
+    pilot.wait(state="Running")  # both pilots up, so placement sees both
 
 cus = {}
 for i in range(10):
     site = "site-a" if i % 2 == 0 else "site-b"
-    cus[cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"sha256sum {site}.dat"],
+    cus[cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"sha256sum {site}.dat"], "shell": False,
                                  "input_data": [data_units[site].id],
                                  "affinity_datacenter_label": site})] = site
 cds.wait()
 
-ran = collections.Counter()
+ran: collections.Counter[tuple[str, str]] = collections.Counter()
 for cu, site in cus.items():
     details = cu.get_details()
     ran[(site, pilot_site[details["pilot"]])] += 1

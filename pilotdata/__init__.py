@@ -8,6 +8,11 @@ May import: ``placement`` and ``transfer`` (never ``agent``: launchers start age
 BigJob scripts change only their import line::
 
     from pilotdata import PilotComputeService, PilotDataService, ComputeDataService, State
+    import pilotdata as pilot   # for scripts that write pilot.PilotComputeDescription() etc.
+
+The four ``*Description`` names here are BigJob's editable dict descriptions
+(:mod:`pilotdata.descriptions.editable`); the typed, validated classes they become at submit time are
+in :mod:`pilotdata.descriptions`.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from typing import Any
 from pilotdata.errors import PilotDataError
 from pilotdata.states import ComputeUnitState, DataUnitState, PilotState, State
 
+PilotError = PilotDataError
+"""BigJob's ``pilot.PilotError``: the base of every error pilot-data raises."""
+
 __version__ = "0.1.0"
 
 _SERVICES = {
-    "ComputeDataService", "ComputeDataServiceDecentral", "ComputeUnit", "DataUnit", "FailurePolicy", "PilotCompute",
-    "PilotComputeService", "PilotData", "PilotDataService",
+    "ComputeDataService", "ComputeDataServiceCentral", "ComputeDataServiceDecentral", "ComputeUnit", "DataUnit",
+    "FailurePolicy", "PilotCompute", "PilotComputeService", "PilotData", "PilotDataService",
 }
 _DESCRIPTIONS = {
     "ComputeUnitDescription", "DataUnitDescription", "PilotComputeDescription", "PilotDataDescription",
@@ -29,6 +37,7 @@ _DESCRIPTIONS = {
 
 __all__ = [
     "ComputeDataService",
+    "ComputeDataServiceCentral",
     "ComputeDataServiceDecentral",
     "ComputeUnit",
     "ComputeUnitDescription",
@@ -44,6 +53,7 @@ __all__ = [
     "PilotDataDescription",
     "PilotDataError",
     "PilotDataService",
+    "PilotError",
     "PilotState",
     "State",
     "__version__",
@@ -57,7 +67,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(services, name)
     if name in _DESCRIPTIONS:
-        from pilotdata import descriptions
+        from pilotdata.descriptions import editable
 
-        return getattr(descriptions, name)
+        return getattr(editable, name)
     raise AttributeError(f"module 'pilotdata' has no attribute {name!r}")

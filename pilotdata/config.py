@@ -7,6 +7,8 @@ variable               meaning                                          default
 ``PDATA_HISTORY_URL``  SQLAlchemy URL of the history database           SQLite file beside it
 ``PDATA_NAMESPACE``    coordination namespace (one per project)         ``default``
 ``PDATA_HOME``         directory for the embedded files                 the user's data directory
+``PDATA_RECONNECT``    seconds a client rides out an unreachable        60
+                       coordination backend before it gives up
 =====================  ===============================================  ===========================
 """
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from pilotdata.errors import DescriptionError
 
 
 def data_dir() -> Path:
@@ -42,3 +46,18 @@ def default_history_url() -> str:
 def default_namespace() -> str:
     """``PDATA_NAMESPACE`` or ``default``."""
     return os.environ.get("PDATA_NAMESPACE") or "default"
+
+
+def default_reconnect_for() -> float:
+    """``PDATA_RECONNECT`` (seconds >= 0) or 60; a bad value is a :class:`DescriptionError` naming it."""
+    text = os.environ.get("PDATA_RECONNECT")
+    if not text:
+        return 60.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise DescriptionError(f"PDATA_RECONNECT: expected seconds >= 0, got {text!r}", field="PDATA_RECONNECT",
+                               value=text)
+    return value

@@ -11,6 +11,7 @@ Every error pilot-data raises on purpose derives from :class:`PilotDataError`. E
     ├── NotFoundError (also KeyError)         unknown pilot, CU, DU or PD id
     ├── AlreadyExistsError                    an entity id is taken
     ├── CoordinationError                     the coordination backend failed or is unreachable
+    │   └── CoordinationUnavailableError      unreachable (connection refused / lost, busy, loading)
     ├── HistoryError                          the SQL history store failed
     ├── StoreError                            a PilotData store operation failed
     │   ├── UnknownSchemeError (also ValueError)
@@ -80,6 +81,15 @@ class AlreadyExistsError(PilotDataError):
 
 class CoordinationError(PilotDataError):
     """The coordination backend failed or could not be reached."""
+
+
+class CoordinationUnavailableError(CoordinationError):
+    """The coordination backend could not be reached (refused, lost, timed out, busy, still loading).
+
+    Transient by nature: :class:`pilotdata.coordination.reconnect.Reconnecting` retries these (and only
+    these) until its patience runs out; an error of the backend itself (a rejected password, a bad
+    reply) is a plain :class:`CoordinationError` and is never retried.
+    """
 
 
 class HistoryError(PilotDataError):

@@ -1,7 +1,10 @@
 """The connection context that services, handles and the CLI share.
 
 A :class:`Session` knows the coordination URL (possibly with a password: kept private, handed to
-agents only through their environment) and namespace, and opens the backend lazily, once.
+agents only through their environment) and namespace, and opens the backend lazily, once. Clients talk
+through :class:`~pilotdata.coordination.reconnect.Reconnecting`: a coordination outage shorter than
+``reconnect_for`` seconds (``PDATA_RECONNECT``, default 60) is ridden out, a longer one raises a clear
+:class:`~pilotdata.errors.CoordinationUnavailableError` naming the URL without its password.
 """
 
 from __future__ import annotations
@@ -9,8 +12,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from pilotdata.config import default_coordination_url, default_history_url, default_namespace
-from pilotdata.coordination import Coordination, connect
+from pilotdata.config import (
+    default_coordination_url,
+    default_history_url,
+    default_namespace,
+    default_reconnect_for,
+)
+from pilotdata.coordination import check_namespace, connect
+from pilotdata.coordination.reconnect import Reconnecting
+from pilotdata.redaction import public_url
 
 
 class Session:
@@ -22,22 +32,34 @@ class Session:
         *,
         namespace: str | None = None,
         history_url: str | None = None,
+        reconnect_for: float | None = None,
+        bind_lease: float = 30.0,
     ) -> None:
         self._url = coordination_url or default_coordination_url()
-        self.namespace = namespace or default_namespace()
+        self.namespace = check_namespace(default_namespace() if namespace is None else namespace)
         self.history_url = history_url or default_history_url()
-        self._coord: Coordination | None = None
+        self.reconnect_for = default_reconnect_for() if reconnect_for is None else float(reconnect_for)
+        """Seconds a coordination outage is ridden out before calls raise (``PDATA_RECONNECT``, 60)."""
+        self.bind_lease = float(bind_lease)
+        """Seconds the CUs this session records stay reserved for its binder without a renewal; if the
+        process dies first they are adopted onto the shared queue after this long."""
+        self._coord: Reconnecting | None = None
         self._lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
 
     @property
-    def coord(self) -> Coordination:
-        """The open coordination backend (opened on first use)."""
+    def coord(self) -> Reconnecting:
+        """The open coordination backend (opened on first use), riding out outages of ``reconnect_for`` s."""
         if self._coord is None:
             with self._lock:
                 if self._coord is None:
-                    self._coord = connect(self._url, self.namespace)
+                    self._coord = Reconnecting(connect(self._url, self.namespace), self.reconnect_for)
         return self._coord
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the backend was opened (and not closed yet)."""
+        return self._coord is not None
 
     @property
     def url(self) -> str:
@@ -62,7 +84,7 @@ class Session:
                 self._coord = None
 
     def __repr__(self) -> str:
-        shown = self._coord.url if self._coord is not None else self._url.split("@")[-1]
+        shown = self._coord.url if self._coord is not None else public_url(self._url)
         return f"Session({shown!r}, namespace={self.namespace!r})"
 
 

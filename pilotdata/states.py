@@ -47,6 +47,8 @@ class Kind(str, Enum):
     """A DataUnit: an immutable named set of files with replicas."""
     PD = "pd"
     """A PilotData store. PDs carry no state machine (they are registered or removed)."""
+    RUN = "run"
+    """A run: groups the CUs and DUs of one session (:mod:`pilotdata.runs`). No state machine."""
 
     def __str__(self) -> str:
         return self.value
@@ -134,9 +136,6 @@ class State:
     Failed = "Failed"
 
 
-FINAL_STATES: frozenset[str] = frozenset({"Done", "Failed", "Canceled"})
-"""Final (sticky) states, shared by every kind."""
-
 _CU = ComputeUnitState
 _P = PilotState
 _D = DataUnitState
@@ -176,7 +175,12 @@ _TABLES: dict[Kind, Mapping[str, frozenset[str]]] = {
     Kind.DU: {k.value: frozenset(v.value for v in vs) for k, vs in DU_TRANSITIONS.items()},
 }
 
-_RETRY_SOURCES: frozenset[str] = frozenset({"StagingInput", "Running", "StagingOutput"})
+FINAL_STATES: frozenset[str] = frozenset(state.value for state, targets in CU_TRANSITIONS.items() if not targets)
+"""Final (sticky) states, shared by every kind: the states of the transition tables with no way out
+(Done, Failed, Canceled; the same in every table). Plain values, so they print and serialise as the
+states do; ``str`` enums compare equal to them (``PilotState.DONE in FINAL_STATES``)."""
+
+_RETRY_SOURCES: frozenset[str] = frozenset(s.value for s in (_CU.STAGING_INPUT, _CU.RUNNING, _CU.STAGING_OUTPUT))
 
 
 def _table(kind: Kind | str) -> Mapping[str, frozenset[str]]:
@@ -189,12 +193,12 @@ def _table(kind: Kind | str) -> Mapping[str, frozenset[str]]:
 def initial_state(kind: Kind | str) -> str:
     """The state every new entity of ``kind`` starts in (``"New"``)."""
     _table(kind)
-    return "New"
+    return ComputeUnitState.NEW.value  # the same value in every kind
 
 
-def is_final(state: str) -> bool:
-    """True for Done, Failed and Canceled."""
-    return str(state) in FINAL_STATES
+def is_final(state: str | None) -> bool:
+    """True for Done, Failed and Canceled (False for ``None``: an event that is no transition)."""
+    return state is not None and str(state) in FINAL_STATES
 
 
 def is_legal(kind: Kind | str, current: str, target: str) -> bool:
@@ -219,7 +223,7 @@ def allowed_sources(kind: Kind | str, target: str) -> frozenset[str]:
 
 def increments_attempt(kind: Kind | str, current: str, target: str) -> bool:
     """True when ``current -> target`` is a ComputeUnit retry (back to Pending): attempt += 1."""
-    return Kind(kind) is Kind.CU and str(target) == "Pending" and str(current) in _RETRY_SOURCES
+    return Kind(kind) is Kind.CU and str(target) == _CU.PENDING and str(current) in _RETRY_SOURCES
 
 
 def states_of(kind: Kind | str) -> list[str]:

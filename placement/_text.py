@@ -23,11 +23,13 @@ def fmt_rate(bps: float) -> str:
 
 
 def fmt_seconds(seconds: float) -> str:
-    """Seconds with a precision that suits their size; ``inf`` -> ``"never"``."""
+    """Seconds with a precision that suits their size (``2.50 s``, ``4 ms``, ``< 1 ms``); ``inf`` -> ``"never"``."""
     if math.isinf(seconds):
         return "never"
     if seconds == 0:
         return "0 s"
+    if abs(seconds) < 0.001:  # never "1.5e-07 s": below a millisecond the figure means nothing to a reader
+        return "< 1 ms" if seconds > 0 else "> -1 ms"
     if abs(seconds) < 0.01:
-        return f"{seconds:.2g} s"
+        return f"{seconds * 1000:.0f} ms"
     return f"{seconds:.2f} s"

@@ -1,4 +1,5 @@
-"""Shared fixtures: real servers (session-scoped), an isolated PDATA_HOME per test."""
+"""Shared fixtures: real servers (session-scoped), the backend URLs every package uses, an isolated
+PDATA_HOME per test."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pilotdata.session import Session
 from tests import servers
+from tests.backends import COORDINATION_BACKENDS, HISTORY_BACKENDS, BackendURLs
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +21,7 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PDATA_URL", raising=False)
     monkeypatch.delenv("PDATA_HISTORY_URL", raising=False)
     monkeypatch.delenv("PDATA_NAMESPACE", raising=False)
+    monkeypatch.delenv("PDATA_CHECKSUM", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +60,30 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Mo
 def namespace() -> str:
     """A fresh coordination namespace per test, so tests sharing one server never collide."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def backend_urls(request: pytest.FixtureRequest) -> BackendURLs:
+    """The one place test packages get backend URLs from (servers start on first use)."""
+    return BackendURLs(request)
+
+
+@pytest.fixture(params=COORDINATION_BACKENDS)
+def coordination_url(request: pytest.FixtureRequest, backend_urls: BackendURLs, tmp_path: Path) -> str:
+    """A coordination URL on each backend: a SQLite file of this test, the session's redis-server."""
+    return backend_urls.coordination(request.param, tmp_path)
+
+
+@pytest.fixture(params=HISTORY_BACKENDS)
+def history_url(request: pytest.FixtureRequest, backend_urls: BackendURLs, tmp_path: Path) -> Iterator[str]:
+    """A history database URL on each backend: a SQLite file of this test, a new PostgreSQL database."""
+    with backend_urls.history(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_session(backend_urls: BackendURLs, tmp_path: Path, namespace: str) -> Iterator[Session]:
+    """A session on a fresh embedded SQLite file."""
+    s = Session(backend_urls.coordination("sqlite", tmp_path), namespace=namespace)
+    yield s
+    s.close()

@@ -6,16 +6,19 @@ server by PID. Recipes: ``../shared/TESTING.md``. Nothing here listens on anythi
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -89,23 +92,54 @@ def _kill_pidfile(pidfile: Path, sig: int = signal.SIGTERM) -> None:
 # --------------------------------------------------------------------------- Redis
 @dataclass
 class RedisServer:
-    """A redis-server on loopback."""
+    """A redis-server on loopback; ``args`` is the command line it was started with."""
 
     port: int
     directory: Path
     password: str | None = None
+    args: list[str] = field(default_factory=list, repr=False)
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int:
+        """The server's pid (from its pid file)."""
+        return int((self.directory / "redis.pid").read_text().strip())
+
     def stop(self) -> None:
         _kill_pidfile(self.directory / "redis.pid")
 
+    def kill9(self) -> None:
+        """SIGKILL the server (no shutdown, no final fsync: what it wrote to its AOF is all there is)."""
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10, f"redis {pid} to die")
+        wait_until(lambda: not _port_open(self.port), 10, f"port {self.port} to close")
+
+    def shutdown(self) -> None:
+        """An orderly stop (SIGTERM: the server writes its data and exits)."""
+        self.stop()
+        wait_until(lambda: not _port_open(self.port), 10, f"port {self.port} to close")
+
+    def start_again(self) -> None:
+        """Start the server again with the same command line (same port, directory and AOF)."""
+        (self.directory / "redis.pid").unlink(missing_ok=True)
+        subprocess.run(self.args, check=True)
+        wait_until(lambda: _port_open(self.port), 10, f"redis-server on port {self.port}")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
 
 def start_redis(directory: Path, password: str | None = None, extra: list[str] | None = None) -> RedisServer:
-    """Start redis-server on a free loopback port, daemonized, no persistence."""
+    """Start redis-server on a free loopback port, daemonized, no persistence (``extra`` may turn AOF on)."""
     binary = require_binary("redis-server", "redis-server")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -116,10 +150,50 @@ def start_redis(directory: Path, password: str | None = None, extra: list[str] |
     ]
     if password:
         args += ["--requirepass", password]
-    subprocess.run(args + (extra or []), check=True)
-    server = RedisServer(port, directory, password)
+    args += extra or []
+    subprocess.run(args, check=True)
+    server = RedisServer(port, directory, password, args)
     wait_until(lambda: _port_open(port), 10, f"redis-server on port {port}")
     return server
+
+
+DURABLE = ["--appendonly", "yes", "--appendfsync", "always"]
+"""``extra`` for :func:`start_redis`: every write is in the AOF (fsynced) before Redis answers."""
+
+
+def _reply(value: Awaitable[T] | T) -> T:
+    """A reply of redis-py's sync client: its stubs type every reply ``Awaitable[T] | T`` (one signature for
+    the sync and the asyncio client); the sync client's is never awaitable."""
+    assert not inspect.isawaitable(value)
+    return value
+
+
+def redis_dump(url: str) -> bytes:
+    """Every key and every value in the Redis database at ``url``, as bytes: where the tests look for
+    secrets (a test may scan a database; the product never does)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    out: list[bytes] = []
+    try:
+        for key in client.scan_iter(count=1000):
+            kind = _reply(client.type(key)).decode()
+            out.append(key)
+            if kind == "string":
+                out.append(_reply(client.get(key)) or b"")
+            elif kind == "hash":
+                out += [b"%s=%s" % kv for kv in _reply(client.hgetall(key)).items()]
+            elif kind == "list":
+                out += _reply(client.lrange(key, 0, -1))
+            elif kind == "set":
+                out += _reply(client.smembers(key))
+            elif kind == "zset":
+                out += _reply(client.zrange(key, 0, -1))
+            elif kind == "stream":
+                out += [repr(entry).encode() for entry in _reply(client.xrange(key))]
+    finally:
+        client.close()
+    return b"\n".join(out)
 
 
 # ----------------------------------------------------------------------- PostgreSQL

@@ -23,8 +23,36 @@ START_TIMEOUT = 30.0
 """Bound on the wait for the node to become idle (it usually takes 2-5 s)."""
 
 
+class SlurmClient:
+    """What both test clusters share: the client commands' environment and the ``jobcomp`` log.
+
+    Subclasses (dataclasses) have ``directory`` (everything of the cluster) and ``conf`` (its slurm.conf).
+    """
+
+    directory: Path
+    conf: Path
+    partition = "debug"
+    """The only (default) partition."""
+
+    @property
+    def jobcomp(self) -> Path:
+        """The ``jobcomp/filetxt`` log: one line per finished job (``JobId=.. JobState=..``)."""
+        return self.directory / "jobcomp.txt"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables client commands need (``SLURM_CONF``)."""
+        return {"SLURM_CONF": str(self.conf)}
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """Run a SLURM client command (``sbatch``, ``squeue``, ``scontrol``...) against this cluster (output
+        captured, never raises)."""
+        return subprocess.run(
+            list(argv), env={**os.environ, **self.env()}, capture_output=True, text=True, timeout=30, check=False
+        )
+
+
 @dataclass
-class SlurmCluster:
+class SlurmCluster(SlurmClient):
     """A running single-node cluster; ``host`` is the node name (``hostname -s``)."""
 
     directory: Path
@@ -34,31 +62,6 @@ class SlurmCluster:
     slurmd_port: int
     startup_seconds: float = 0.0
     _stopped: bool = field(default=False, repr=False)
-
-    @property
-    def jobcomp(self) -> Path:
-        """The ``jobcomp/filetxt`` log: one line per finished job (``JobId=.. JobState=..``)."""
-        return self.directory / "jobcomp.txt"
-
-    @property
-    def partition(self) -> str:
-        """The only (default) partition."""
-        return "debug"
-
-    def env(self) -> dict[str, str]:
-        """Environment variables client commands need (``SLURM_CONF``)."""
-        return {"SLURM_CONF": str(self.conf)}
-
-    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        """Run a SLURM client command against this cluster (output captured, never raises)."""
-        return subprocess.run(
-            list(argv),
-            env={**os.environ, **self.env()},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
 
     def node_state(self) -> str:
         """The node's state as ``sinfo`` prints it (``idle``, ``mixed``, ``down*``...)."""
@@ -101,22 +104,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _config(d: Path, host: str, ctld_port: int, slurmd_port: int) -> str:
-    return f"""ClusterName=pdtest
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
-SlurmUser=root
+def shared_settings(d: Path, *, per_node: bool) -> str:
+    """The slurm.conf lines both test clusters use: munge in ``d``, state, controller files and logs there,
+    no cgroups, no accounting, backfill on cores, fast scheduling; ``per_node``: one slurmd spool, pid and
+    log file per node (``%n``), for several slurmds sharing ``d``."""
+    spool, files = ("/%n", "slurmd-%n") if per_node else ("", "slurmd")
+    return f"""SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={d}/munge/munge.sock
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+SlurmdSpoolDir={d}/spool{spool}
 SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
+SlurmdPidFile={d}/{files}.pid
 SlurmctldLogFile={d}/slurmctld.log
-SlurmdLogFile={d}/slurmd.log
+SlurmdLogFile={d}/{files}.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobCompType=jobcomp/filetxt
@@ -131,8 +134,16 @@ KillWait=5
 MessageTimeout=5
 SchedulerParameters=sched_min_interval=0,batch_sched_delay=0
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
-NodeName={host} NodeAddr=127.0.0.1 CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 \
-RealMemory=4000 State=UNKNOWN
+"""
+
+
+def _config(d: Path, host: str, ctld_port: int, slurmd_port: int) -> str:
+    return f"""ClusterName=pdtest
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+{shared_settings(d, per_node=False)}NodeName={host} NodeAddr=127.0.0.1 CPUs=2 Boards=1 SocketsPerBoard=1 \
+CoresPerSocket=2 ThreadsPerCore=1 RealMemory=4000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 

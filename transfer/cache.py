@@ -2,7 +2,7 @@
 
 Layout under ``root_dir`` (one cache per pilot)::
 
-    entries/<key>/manifest.json     the DU's files: [{"path", "size", "sha256"}, ...]
+    entries/<key>/manifest.json     the DU's files: [{"path", "size", <algorithm>: hex}, ...]
     entries/<key>/data/<path>       the files themselves, mode a-w
     locks/<key>.lock                fcntl.flock'ed while a process fetches <key>
     tmp/<key>.<token>/              a fetch in progress (same layout as an entry)
@@ -14,7 +14,10 @@ changed gets a new key. ``entries/<key>`` only ever appears by an atomic ``renam
 verified fetch, so its existence *is* the completeness marker. Concurrent :meth:`PilotCache.ensure`
 calls for one key -- threads or processes -- serialise on an exclusive ``flock`` of the key's lock
 file; the first fetches, the others find the entry when they get the lock. A fetcher killed
-mid-way releases the lock with its file descriptors; the next fetcher deletes its leftovers.
+mid-way releases the lock with its file descriptors; its leftovers (``tmp/<key>.<token>`` with the
+``.part-`` files in it, ``trash/`` entries) are deleted by :func:`clean_stale`, which every
+:class:`PilotCache` runs when it is opened (the next agent using the cache) and the agent's reaper
+runs when its agent dies, and by the next fetch of that key.
 
 Sandboxes get hard links to the cached files (same inode, read-only mode), or symlinks when the
 sandbox is on another filesystem. Evicting an entry does not disturb sandboxes holding hard
@@ -40,7 +43,7 @@ from transfer.errors import CacheMissError, UnsafePathError
 from transfer.fastpath import link_file
 from transfer.manifest import FileEntry, manifest_digest, to_entries
 
-__all__ = ["PilotCache", "cache_key"]
+__all__ = ["PilotCache", "cache_key", "clean_stale"]
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _MANIFEST = "manifest.json"
@@ -70,6 +73,7 @@ class PilotCache:
         self.link = link
         for sub in ("entries", "locks", "tmp", "trash"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        clean_stale(self.root)
 
     # ------------------------------------------------------------------ queries
     def _entry(self, key: str) -> Path:
@@ -90,7 +94,7 @@ class PilotCache:
         return self._entry(key) / _DATA
 
     def entries(self, key: str) -> list[FileEntry]:
-        """The manifest ``key`` was fetched with (sizes and sha256 as verified)."""
+        """The manifest ``key`` was fetched with (sizes and checksums as verified, each naming its algorithm)."""
         self.path(key)
         data = json.loads((self._entry(key) / _MANIFEST).read_text())
         return [FileEntry.from_dict(d) for d in data]
@@ -115,7 +119,7 @@ class PilotCache:
         """The directory of ``key``'s files, fetching them from ``src_fs``/``src_root`` if not cached.
 
         Fetches at most once across threads and processes sharing ``root_dir``. The files are
-        verified against ``entries`` (size, sha256) and published read-only; errors are the copy
+        verified against ``entries`` (size, checksum) and published read-only; errors are the copy
         engine's (:class:`~transfer.errors.TransferError` and subclasses), and leave no entry.
         """
         entry = self._entry(key)
@@ -185,6 +189,38 @@ class PilotCache:
             os.rename(entry, trash)
         _rmtree(trash)
         return True
+
+
+def clean_stale(root: str | os.PathLike[str]) -> int:
+    """Delete what killed fetches and evictions left under cache ``root``; return how many entries went.
+
+    A ``tmp/<key>.<token>`` directory is removed only when ``<key>``'s lock can be taken at once (no
+    fetch of that key runs, in any process); ``trash/`` entries are always garbage.
+    """
+    base = Path(root)
+    removed = 0
+    for stale in sorted((base / "trash").glob("*")):
+        _rmtree(stale)
+        removed += 1
+    for stale in sorted((base / "tmp").glob("*")):
+        key = stale.name.rsplit(".", 1)[0]
+        if not _KEY.fullmatch(key):
+            continue
+        try:
+            fd = os.open(base / "locks" / f"{key}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a fetch of this key is running: its tmp directory is live
+            os.close(fd)
+            continue
+        try:
+            _rmtree(stale)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _copy_read_only(src: Path, dst: Path) -> None:

@@ -5,15 +5,22 @@
 1. Every name is checked first (:mod:`transfer.paths`); an unsafe one raises
    :class:`~transfer.errors.UnsafePathError` before anything is written.
 2. Each file takes the cheapest route (:mod:`transfer.fastpath`): a hard link (or symlink) on one
-   local machine, a server-side copy inside one S3 endpoint, otherwise a stream.
-3. A stream reads ``chunk_size`` chunks from ``src.open`` and, for each chunk, hashes it (sha256)
-   while the previous chunk is being written: one pass over the source, the read, the hash and the
-   write overlapping. Bytes go to a part file beside the final name (``.<name>.part-<token>``) or,
-   on an object store, to an upload that is not visible yet (:mod:`transfer.objectstore`).
-4. When the source is exhausted the size and sha256 are compared with the manifest (when it has
+   local machine, a server-side copy inside one S3 endpoint, otherwise a stream. A linked source
+   is still checked against the manifest: by its stat, if this process has hashed or written that
+   very file since it last changed (:mod:`transfer.verified`), otherwise by reading it.
+3. A stream reads chunks from the source and hashes each one -- in the manifest entry's algorithm,
+   or ``algorithm`` (default sha256) for a file the manifest has no checksum for
+   (:mod:`transfer.digests`) -- while the previous chunk is being written: one pass over the
+   source, the read, the hash and the write overlapping. Between two local paths the chunks are
+   small (:data:`LOCAL_CHUNK`, still in the CPU cache when hashed and written) and, with a hash
+   cheaper than the copy (xxh128), read, hash and write run in one thread like ``cp``; a file of
+   one chunk is read whole and checked before its destination is even created. Bytes go to an
+   unnamed file (``O_TMPFILE``) or a part file beside the final name (``.<name>.part-<token>``)
+   or, on an object store, to an upload that is not visible yet (:mod:`transfer.objectstore`).
+4. When the source is exhausted the size and checksum are compared with the manifest (when it has
    them) and the stored size with the bytes sent; a mismatch raises
-   :class:`~transfer.errors.ChecksumMismatchError` and the part file / upload is removed, so
-   nothing is visible. Otherwise the file is published by a rename (or the upload's commit).
+   :class:`~transfer.errors.ChecksumMismatchError` and the unpublished data is removed, so
+   nothing is visible. Otherwise the file is published by a link or rename (or the upload's commit).
 5. Transient errors (:func:`~transfer.errors.is_transient`) are retried ``retries`` times with
    exponential back-off (``backoff * 2**attempt``, jittered); then, or on any other error, the
    copy stops: queued files are skipped, running ones abort at their next chunk, and a
@@ -36,14 +43,24 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from transfer import fastpath
-from transfer.endpoints import Chunk, Endpoint, LocalEndpoint, Writer, endpoint_for
-from transfer.errors import ChecksumMismatchError, TransferError, UnsafePathError, is_transient
-from transfer.manifest import FileEntry, StreamHasher, to_entries
+from transfer.digests import DEFAULT_ALGORITHM, cheap, check_algorithm, new_hash
+from transfer.endpoints import Chunk, Endpoint, LocalEndpoint, LocalWriter, Writer
+from transfer.errors import ChecksumMismatchError, TransferError, TransientError, UnsafePathError, is_transient
+from transfer.factory import endpoint_for
+from transfer.manifest import FileEntry, StreamHasher, checked_entry, to_entries
 from transfer.objectstore import ObjectEndpoint, same_s3_endpoint
+from transfer.verified import VERIFIED, VerifiedStats
 
 __all__ = ["DEFAULT_CHUNK", "Progress", "TransferReport", "Verify", "copy_files"]
 
 DEFAULT_CHUNK = 8 * 2**20
+LOCAL_CHUNK = 256 * 2**10
+"""Read size between two local paths: small enough that each chunk is still in the CPU cache when it
+is hashed and written (8 MiB chunks made a local copy about 30% slower), large enough that the
+per-chunk Python work stays under 2% of the time."""
+RECORD_MIN = 2**20
+"""Streamed local sources at least this large have their stat recorded with their checksum
+(:mod:`transfer.verified`); smaller ones cost about as much to hash again as to look up."""
 Progress = Callable[[int, int], None]
 """``progress(bytes_delta, files_done)``: bytes since the last call (negative when a failed attempt's
 bytes are taken back before a retry, so the deltas always sum to the bytes delivered) and the number
@@ -63,7 +80,7 @@ class TransferReport:
     seconds: float
     """Wall time of the whole call."""
     entries: list[FileEntry] = field(default_factory=list)
-    """Every file's (path, size, sha256), in the order they were given."""
+    """Every file's (path, size, checksum, algorithm), in the order they were given."""
     methods: dict[str, int] = field(default_factory=dict)
     """Files per route: ``stream``, ``hardlink``, ``symlink``, ``server-copy``."""
     retries: int = 0
@@ -97,9 +114,16 @@ class _Copier:
 
     def __init__(self, src: Endpoint, dst: Endpoint, *, chunk_size: int, retries: int, backoff: float,
                  verify: Verify, progress: Progress | None, link: LinkOption, read_only: bool,
-                 io_pool: ThreadPoolExecutor) -> None:
+                 io_pool: ThreadPoolExecutor, algorithm: str = DEFAULT_ALGORITHM,
+                 stat_cache: VerifiedStats | None = None) -> None:
         self.src, self.dst = src, dst
         self.chunk_size = chunk_size
+        self.algorithm = algorithm
+        self.stat_cache = stat_cache
+        self.local_src = isinstance(src, LocalEndpoint)
+        self.local_dst = isinstance(dst, LocalEndpoint)
+        self.local = self.local_src and self.local_dst
+        self.read_chunk = min(chunk_size, LOCAL_CHUNK) if self.local else chunk_size
         self.retries = retries
         self.backoff = backoff
         self.verify = verify
@@ -109,8 +133,9 @@ class _Copier:
         self.cancel = threading.Event()
         self._progress_lock = threading.Lock()
         self.files_done = 0
-        self.link = bool(link) and isinstance(src, LocalEndpoint) and isinstance(dst, LocalEndpoint)
+        self.link = bool(link) and self.local
         self.allow_symlink = link is True
+        self._dst_dev: int | None = None
         self.server_copy = (
             isinstance(src, ObjectEndpoint) and isinstance(dst, ObjectEndpoint) and same_s3_endpoint(src.fs, dst.fs)
         )
@@ -176,26 +201,57 @@ class _Copier:
     # ----------------------------------------------------------------- fast paths
     def _try_link(self, entry: FileEntry, reported: list[int]) -> tuple[FileEntry, str] | None:
         assert isinstance(self.src, LocalEndpoint) and isinstance(self.dst, LocalEndpoint)
-        size = self.src.size(entry.path)
+        before = self.src.stat(entry.path)
+        if not self.allow_symlink and before.st_dev != self._destination_device():
+            return None  # no hard link across file systems: stream, and hash the bytes only there
+        size = before.st_size
         self._check_size(entry, size)
-        sha = entry.sha256
-        if sha is None or self.verify:  # a local read, no write: cheap enough to keep the promise
-            sha = self._hash_source(entry)
+        algorithm = self._algorithm(entry)
+        digest = entry.digest
+        if digest is None or self.verify:  # no bytes move, but the source must still be what was verified
+            digest = self._local_digest(entry, before, algorithm)
         mode = fastpath.local_link(self.src, self.dst, entry.path, allow_symlink=self.allow_symlink,
                                    read_only=self.read_only)
         if mode is None:
             return None
+        if self.verify or self.stat_cache is not None:
+            after = self.src.stat(entry.path)
+            if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != (
+                    before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns):
+                if self.dst.path(entry.path) != self.src.path(entry.path):
+                    self.dst.remove(entry.path)  # unverified: do not leave it published
+                raise TransientError(f"{self.src.url(entry.path)} changed while it was linked", path=entry.path)
+            if self.stat_cache is not None:
+                self.stat_cache.carry(before, after)  # the link (and chmod) changed only its ctime
         self.progress(size)
         reported[0] += size
-        return FileEntry(entry.path, size, sha), mode
+        return checked_entry(entry.path, size, digest, algorithm), mode
 
-    def _hash_source(self, entry: FileEntry) -> str:
-        hasher = StreamHasher()
-        for chunk in self.src.iter_read(entry.path, entry.size, self.chunk_size):
+    def _destination_device(self) -> int:
+        """The device of the local destination root (of its nearest existing ancestor), looked up once."""
+        if self._dst_dev is None:
+            probe = self.dst.path("")
+            while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+                probe = os.path.dirname(probe)
+            self._dst_dev = os.stat(probe).st_dev
+        return self._dst_dev
+
+    def _local_digest(self, entry: FileEntry, st: os.stat_result, algorithm: str) -> str:
+        """The checksum of local source ``entry`` (stat ``st``): remembered if ``st`` is unchanged, else read."""
+        assert isinstance(self.src, LocalEndpoint)
+        if self.stat_cache is not None:
+            known = self.stat_cache.lookup(st, algorithm)
+            if known is not None:
+                return self._check_digest(entry, algorithm, known)
+        hasher = StreamHasher(algorithm)
+        for chunk in self.src.iter_read(entry.path, entry.size, self.read_chunk):
             self._check_cancel()
             hasher.update(chunk)
         self._check_size(entry, hasher.size)
-        return self._check_sha(entry, hasher.hexdigest())
+        digest = self._check_digest(entry, algorithm, hasher.hexdigest())
+        if self.stat_cache is not None and _same_stamps(st, self.src.stat(entry.path)):
+            self.stat_cache.record(st, algorithm, digest)
+        return digest
 
     def _try_server_copy(self, entry: FileEntry, reported: list[int]) -> tuple[FileEntry, str] | None:
         assert isinstance(self.src, ObjectEndpoint) and isinstance(self.dst, ObjectEndpoint)
@@ -205,40 +261,52 @@ class _Copier:
             size = fastpath.server_side_copy(self.src, self.dst, entry.path)
         except PermissionError:
             return None  # e.g. the credentials may not read the source bucket directly: stream instead
-        sha = entry.sha256
+        algorithm = self._algorithm(entry)
+        digest = entry.digest
         try:
             self._check_size(entry, size)
-            if sha is None or self.verify == "full":
-                hasher = StreamHasher()
+            if digest is None or self.verify == "full":
+                hasher = StreamHasher(algorithm)
                 for chunk in self.dst.iter_read(entry.path, size, self.chunk_size):
                     self._check_cancel()
                     hasher.update(chunk)
                 if hasher.size != size:
                     self._mismatch(entry, "size", size, hasher.size)
-                sha = self._check_sha(entry, hasher.hexdigest())
+                digest = self._check_digest(entry, algorithm, hasher.hexdigest())
         except BaseException:
             self.dst.remove(entry.path)
             raise
         self.progress(size)
         reported[0] += size
-        return FileEntry(entry.path, size, sha), "server-copy"
+        return checked_entry(entry.path, size, digest, algorithm), "server-copy"
 
     # ----------------------------------------------------------------- stream
     def _stream(self, entry: FileEntry, reported: list[int]) -> FileEntry:
         size_hint = entry.size
+        algorithm = self._algorithm(entry)
+        if self.local and size_hint is not None and size_hint <= self.read_chunk:
+            return self._copy_small_local(entry, algorithm, reported)
+        # a cheap hash between two local files: read, hash, write in this thread, as cp does; handing
+        # chunks to another thread costs more than it overlaps. A costly one (sha256, blake3) hashes
+        # here while another thread writes the previous chunk, in chunks large enough to pay the handoff.
+        inline = self.local and cheap(algorithm)
+        chunk_size = self.read_chunk if inline or not self.local else min(self.chunk_size, 4 * LOCAL_CHUNK)
+        record_src = (self.stat_cache is not None and self.local_src and size_hint is not None
+                      and size_hint >= RECORD_MIN)
+        src_stat = self.src.stat(entry.path) if record_src else None  # type: ignore[attr-defined]
         writer: Writer = self.dst.writer(entry.path, size_hint)
         pending: Future[None] | None = None
-        hasher = StreamHasher()
+        hasher = StreamHasher(algorithm)
         try:
-            for chunk in self.src.iter_read(entry.path, size_hint, self.chunk_size):
+            for chunk in self.src.iter_read(entry.path, size_hint, chunk_size):
                 self._check_cancel()
                 if pending is not None:
                     pending.result()
                     pending = None
-                if len(chunk) >= self.chunk_size:  # big file: write this chunk while reading the next
-                    pending = self.io_pool.submit(writer.write, chunk)
-                else:
+                if inline or len(chunk) < chunk_size:
                     writer.write(chunk)
+                else:  # a big file: write this chunk while hashing it and reading the next
+                    pending = self.io_pool.submit(writer.write, chunk)
                 hasher.update(chunk)
                 self.progress(len(chunk))
                 reported[0] += len(chunk)
@@ -247,15 +315,8 @@ class _Copier:
                 pending = None
             writer.finish()
             self._check_size(entry, hasher.size)
-            sha = self._check_sha(entry, hasher.hexdigest())
-            if self.verify:
-                stored = writer.stored_size()
-                if stored is not None and stored != hasher.size:
-                    self._mismatch(entry, "stored size", hasher.size, stored)
-            if self.verify == "full":
-                back = writer.read_back(self.chunk_size)
-                if back is not None:
-                    self._check_read_back(entry, sha, back)
+            digest = self._check_digest(entry, algorithm, hasher.hexdigest())
+            self._check_stored(entry, writer, hasher.size, digest)
             writer.publish()
         except BaseException:
             if pending is not None:
@@ -267,18 +328,64 @@ class _Copier:
             raise
         if self.verify == "full" and not self.dst.renames:
             try:
-                self._check_read_back(entry, sha, self.dst.iter_read(entry.path, hasher.size, self.chunk_size))
+                self._check_read_back(entry, digest, algorithm,
+                                      self.dst.iter_read(entry.path, hasher.size, self.chunk_size))
             except BaseException:
                 self.dst.remove(entry.path)
                 raise
-        return FileEntry(entry.path, hasher.size, sha)
+        if self.stat_cache is not None:
+            if src_stat is not None and _same_stamps(src_stat, self.src.stat(entry.path)):  # type: ignore[attr-defined]
+                self.stat_cache.record(src_stat, algorithm, digest)
+            self._record_written(writer, algorithm, digest)
+        return checked_entry(entry.path, hasher.size, digest, algorithm)
 
-    def _check_read_back(self, entry: FileEntry, sha: str, chunks: Iterable[Chunk]) -> None:
-        hasher = StreamHasher()
+    def _copy_small_local(self, entry: FileEntry, algorithm: str, reported: list[int]) -> FileEntry:
+        """A file of at most one chunk between two local paths: one read, checked before anything is created."""
+        assert isinstance(self.src, LocalEndpoint) and isinstance(self.dst, LocalEndpoint)
+        data = self.src.read_small(entry.path, entry.size or 0)
+        self._check_cancel()
+        hasher = new_hash(algorithm)
+        hasher.update(data)
+        self._check_size(entry, len(data))
+        digest = self._check_digest(entry, algorithm, hasher.hexdigest())
+        writer = self.dst.writer(entry.path, entry.size)
+        try:
+            if data:
+                writer.write(data)
+            writer.finish()
+            self._check_stored(entry, writer, len(data), digest)
+            writer.publish()
+        except BaseException:
+            writer.abort()
+            raise
+        self.progress(len(data))
+        reported[0] += len(data)
+        if self.stat_cache is not None:
+            self._record_written(writer, algorithm, digest)
+        return checked_entry(entry.path, len(data), digest, algorithm)
+
+    def _check_stored(self, entry: FileEntry, writer: Writer, size: int, digest: str) -> None:
+        """Before publishing: the stored size (``verify``) and the stored bytes (``verify="full"``)."""
+        if self.verify:
+            stored = writer.stored_size()
+            if stored is not None and stored != size:
+                self._mismatch(entry, "stored size", size, stored)
+        if self.verify == "full":
+            back = writer.read_back(self.chunk_size)
+            if back is not None:
+                self._check_read_back(entry, digest, self._algorithm(entry), back)
+
+    def _record_written(self, writer: Writer, algorithm: str, digest: str) -> None:
+        """Remember the checksum of a local file this copy wrote (its stat as published)."""
+        if self.stat_cache is not None and isinstance(writer, LocalWriter) and writer.published is not None:
+            self.stat_cache.record(writer.published, algorithm, digest)
+
+    def _check_read_back(self, entry: FileEntry, digest: str, algorithm: str, chunks: Iterable[Chunk]) -> None:
+        hasher = StreamHasher(algorithm)
         for chunk in chunks:
             hasher.update(chunk)
-        if hasher.hexdigest() != sha:
-            self._mismatch(entry, "sha256 of the written copy", sha, hasher.hexdigest())
+        if hasher.hexdigest() != digest:
+            self._mismatch(entry, f"{algorithm} of the written copy", digest, hasher.hexdigest())
 
     # ----------------------------------------------------------------- checks
     def _check_cancel(self) -> None:
@@ -289,9 +396,13 @@ class _Copier:
         if entry.size is not None and entry.size != actual:
             self._mismatch(entry, "size", entry.size, actual)
 
-    def _check_sha(self, entry: FileEntry, actual: str) -> str:
-        if self.verify and entry.sha256 is not None and entry.sha256 != actual:
-            self._mismatch(entry, "sha256", entry.sha256, actual)
+    def _algorithm(self, entry: FileEntry) -> str:
+        """The manifest's algorithm for a file whose checksum it knows, else the copy's."""
+        return entry.algorithm if entry.digest is not None else self.algorithm
+
+    def _check_digest(self, entry: FileEntry, algorithm: str, actual: str) -> str:
+        if self.verify and entry.digest is not None and entry.digest != actual:
+            self._mismatch(entry, algorithm, entry.digest, actual)
         return actual
 
     def _mismatch(self, entry: FileEntry, what: str, expected: str | int, actual: str | int) -> None:
@@ -317,10 +428,12 @@ def copy_files(
     progress: Progress | None = None,
     link: LinkOption = True,
     read_only: bool = False,
+    algorithm: str | None = None,
+    stat_cache: VerifiedStats | None = VERIFIED,
 ) -> TransferReport:
     """Copy files ``src_root/<path>`` to ``dst_root/<path>`` between two fsspec filesystems.
 
-    ``entries_or_paths``: :class:`FileEntry` objects (a manifest: size and sha256 are then checked),
+    ``entries_or_paths``: :class:`FileEntry` objects (a manifest: size and checksum are then checked),
     manifest dicts, or plain relative names (nothing to check against; the report carries the
     sizes and checksums computed on the way). ``verify``: ``True`` compares with the manifest and
     checks the stored size before publishing -- linked files are hashed too (a local read), but
@@ -329,7 +442,11 @@ def copy_files(
     comparisons. ``link``: ``True`` allows hard
     links with a symlink fallback between local paths, ``"hard"`` hard links only, ``False`` always
     copies bytes. ``read_only``: published local/SFTP files get mode ``a-w`` (for hard links that is
-    the source's inode too). See the module docstring for the guarantees.
+    the source's inode too). ``algorithm`` (:mod:`transfer.digests`; default sha256): the checksum
+    computed for files whose entry has none -- an entry with a checksum is always checked in its own
+    algorithm, and the report's entries name the algorithm of each. ``stat_cache``: where the
+    checksums of local files are remembered with their stat (:mod:`transfer.verified`; None: never
+    trust a stat, read every linked source). See the module docstring for the guarantees.
 
     Raises :class:`UnsafePathError` (nothing written), :class:`ChecksumMismatchError` (that file not
     published) or :class:`TransferError` (after retries; ``.errors`` lists every failed file).
@@ -342,6 +459,10 @@ def copy_files(
         raise ValueError("retries and backoff must not be negative")
     started = time.monotonic()
     entries = to_entries(entries_or_paths)
+    algorithm = check_algorithm(algorithm or DEFAULT_ALGORITHM)
+    for name in {e.algorithm for e in entries if e.digest is not None} | (
+            {algorithm} if any(e.digest is None for e in entries) else set()):
+        new_hash(name)  # a missing library is a ValueError with the install hint, before anything is written
     src = endpoint_for(src_fs, src_root, workers=workers)
     dst = endpoint_for(dst_fs, dst_root, read_only=read_only, workers=workers)
     try:
@@ -350,7 +471,8 @@ def copy_files(
             return TransferReport(0, 0, time.monotonic() - started)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transfer-io") as io_pool:
             copier = _Copier(src, dst, chunk_size=chunk_size, retries=retries, backoff=backoff, verify=verify,
-                             progress=progress, link=link, read_only=read_only, io_pool=io_pool)
+                             progress=progress, link=link, read_only=read_only, io_pool=io_pool,
+                             algorithm=algorithm, stat_cache=stat_cache)
             outcomes = _run_all(copier, entries, _parallelism(src, dst, workers))
     finally:
         src.close()
@@ -363,6 +485,12 @@ def copy_files(
         files=len(done), bytes=sum(e.size or 0 for e in done), seconds=time.monotonic() - started,
         entries=done, methods=methods, retries=sum(o.retries for o in outcomes),
     )
+
+
+def _same_stamps(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two stats of a file show no change in between (identity, size, mtime, ctime)."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)
 
 
 def _parallelism(src: Endpoint, dst: Endpoint, workers: int) -> int:

@@ -4,7 +4,7 @@
 :mod:`pilotdata.errors` at their boundary. The tree::
 
     TransferError                       a copy failed (after its retries); names the file and URL
-    ├── ChecksumMismatchError           size or sha256 differs from the manifest; nothing was published
+    ├── ChecksumMismatchError           size or checksum differs from the manifest; nothing was published
     ├── UnsafePathError (also ValueError)  ``..``, absolute, empty, NUL, duplicate, escaping the root
     ├── TransientError                  raise it (or a subclass) to mark a failure as worth a retry
     └── CacheError                      the per-pilot cache cannot do what was asked
@@ -46,7 +46,7 @@ class TransferError(Exception):
 
 
 class ChecksumMismatchError(TransferError):
-    """The bytes copied differ from the manifest (size or sha256); the file was not published."""
+    """The bytes copied differ from the manifest (size or checksum); the file was not published."""
 
     def __init__(self, message: str, *, path: str | None = None, url: str | None = None,
                  expected: str | int | None = None, actual: str | int | None = None) -> None:

@@ -136,19 +136,20 @@ class S3Writer(Writer):
     def write(self, data: Chunk) -> None:
         """Buffer; send each full part in the background (at most 8 in flight per file, like boto3's 10).
 
-        A chunk that is exactly one part (the default chunk and part sizes match) goes out as it is,
-        without being copied through the buffer.
+        Parts go out as ``bytearray``: botocore wraps a ``bytes`` body in a ``BytesIO``, which
+        aiohttp copies whole (``getbuffer``) and again in 64 KiB reads; a bytearray is sent as it is
+        (two fewer copies of every byte uploaded, about a fifth of the client's CPU per part).
         """
         if not self.buffer and len(data) == self.part_size:
-            self._send(bytes(data))
+            self._send(bytearray(data))  # the reader reuses its buffers: this is the one copy
             return
         self.buffer += data
         while len(self.buffer) >= self.part_size:
-            part = bytes(self.buffer[: self.part_size])
+            part = self.buffer[: self.part_size]
             del self.buffer[: self.part_size]
             self._send(part)
 
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytearray) -> None:
         if self.upload_id is None:
             self.upload_id = self.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=self.key)["UploadId"]
         self._raise_failed()
@@ -161,7 +162,7 @@ class S3Writer(Writer):
             raise
         self.parts.append(fut)
 
-    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, data: bytearray) -> dict[str, Any]:
         try:
             out = self.fs.call_s3(
                 "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
@@ -180,8 +181,8 @@ class S3Writer(Writer):
         """Send the last part and wait for all (a small file stays in memory until publish)."""
         if self.upload_id is not None:
             if self.buffer:
-                self._send(bytes(self.buffer))
-                self.buffer.clear()
+                self._send(self.buffer)
+                self.buffer = bytearray()
             for fut in self.parts:
                 fut.result()
         self.finished = True

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from transfer.endpoints import endpoint_for
+from transfer.digests import new_hash
+from transfer.factory import endpoint_for
 from transfer.manifest import DEFAULT_CHUNK, FileEntry, StreamHasher, to_entries
 
 __all__ = ["Mismatch", "verify_files"]
@@ -17,8 +18,8 @@ __all__ = ["Mismatch", "verify_files"]
 class Mismatch:
     """One file that does not match its manifest entry.
 
-    ``problem`` is ``"missing"``, ``"size"``, ``"sha256"`` or ``"unreadable"`` (``actual`` then holds
-    the error).
+    ``problem`` is ``"missing"``, ``"size"``, the checksum's algorithm (``"sha256"``, ``"xxh128"`` ...)
+    or ``"unreadable"`` (``actual`` then holds the error).
     """
 
     path: str
@@ -42,17 +43,19 @@ def verify_files(
     workers: int = 4,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> list[Mismatch]:
-    """Read every file under ``root`` named by ``entries`` and compare size and sha256.
+    """Read every file under ``root`` named by ``entries`` and compare size and checksum (each in its algorithm).
 
     Returns the mismatches in manifest order (empty: all good). Entries without a size or sha256 are
     only checked for what they have. Files on disk that the manifest does not list are not reported.
     """
     items = to_entries(entries)
+    for algorithm in {e.algorithm for e in items}:
+        new_hash(algorithm)  # a missing library: ValueError with the install hint, not a "unreadable" per file
     endpoint = endpoint_for(fs, root, workers=workers)
 
     def check(entry: FileEntry) -> Mismatch | None:
         try:
-            hasher = StreamHasher()
+            hasher = StreamHasher(entry.algorithm)
             for chunk in endpoint.iter_read(entry.path, entry.size, chunk_size):
                 hasher.update(chunk)
         except FileNotFoundError:
@@ -62,8 +65,8 @@ def verify_files(
         if entry.size is not None and hasher.size != entry.size:
             return Mismatch(entry.path, "size", entry.size, hasher.size)
         digest = hasher.hexdigest()
-        if entry.sha256 is not None and digest != entry.sha256:
-            return Mismatch(entry.path, "sha256", entry.sha256, digest)
+        if entry.digest is not None and digest != entry.digest:
+            return Mismatch(entry.path, entry.algorithm, entry.digest, digest)
         return None
 
     try:

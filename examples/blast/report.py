@@ -1,18 +1,16 @@
 """What the run moved and saved, where the ComputeUnits ran, and the printed / JSON summary.
 
-Bytes come from the coordination event stream: every copy the system makes is a ``transfer`` event
-(``bytes``, ``du``, source, destination, the pilot that made it). Classified as
+Bytes come from pilot-data's one byte accounting (:class:`pilotdata.records.ByteCategory`), read through
+:mod:`pilotdata.inspect` for this run, so they are the numbers ``pdata report``, ``pdata run show`` and
+``pdata cu show`` give: *uploaded* (the client put files in a store), *replicated* (store to store),
+*staged* (a pilot copied an input into its cache), *linked* (a copy made as a link: nothing moved),
+*cache hits* (an input already in the pilot's cache: nothing moved) and *outputs*.
 
-* *uploaded*: the client put a DataUnit's files on a PilotData;
-* *staged*: a pilot brought an input DataUnit into its cache (once per pilot, then shared);
-* *outputs*: a CU's output files went into the output DataUnit.
-
-A transfer event whose ``method`` is ``link`` / ``hardlink`` / ``symlink`` (or with ``linked: true``)
-moved no bytes: it is counted as *linked* instead (same filesystem fast path).
-
-The *naive* figure is what per-CU staging would move: every CU copying every input DataUnit itself.
-*Saved* = naive - staged: what the per-pilot cache and data-aware placement avoided. When no staging
-event exists (an agent that does not report them), the pilots' ``cached_dus`` give an upper bound.
+The *naive* figure is what per-CU staging would move: every CU copying every input itself, which is
+the sum of the three input categories of the CUs' records (staged + linked + cache hits: each CU's
+inputs are counted in exactly one of them). *Saved* = the inputs linked or found in the cache: what the
+per-pilot cache, links and placement avoided. A replica made as a link (two stores on one filesystem)
+is counted as *linked* too, but it is no CU's input.
 """
 
 from __future__ import annotations
@@ -22,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pilotdata.dataunits import du_size
+from pilotdata.history import History
+from pilotdata.inspect import ByteTotals, Inspector
 from pilotdata.session import Session
 from pilotdata.states import Kind
 
@@ -32,33 +31,64 @@ if TYPE_CHECKING:
     from .workflow import Outcome
 
 
-_LINK_METHODS = ("link", "hardlink", "symlink")
-
-
 @dataclass
 class Traffic:
-    """Bytes moved, by kind, and what per-CU staging would have moved."""
+    """The run's bytes by category, per pilot, and what each pilot's cache held at the end."""
 
-    naive: int = 0
-    staged: int = 0
-    uploaded: int = 0
-    outputs: int = 0
-    linked: int = 0
-    staged_from: str = "transfer events"
-    staged_by_pilot: dict[str, int] = field(default_factory=dict)
+    run: str = ""
+    bytes: ByteTotals = field(default_factory=lambda: ByteTotals.of({}))
+    by_pilot: dict[str, ByteTotals] = field(default_factory=dict)
+    """Pilot name -> its bytes (``client`` for uploads and replications made by this process)."""
     cached: dict[str, list[str]] = field(default_factory=dict)
     """Pilot name -> DataUnit ids in its cache at the end."""
-    events: int = 0
+
+    def _of(self, category: str) -> int:
+        return int(self.bytes.by_category[category])
+
+    @property
+    def uploaded(self) -> int:
+        """Bytes the client put into stores."""
+        return self._of("uploaded")
+
+    @property
+    def replicated(self) -> int:
+        """Bytes copied store to store."""
+        return self._of("replicated")
+
+    @property
+    def staged(self) -> int:
+        """Input bytes pilots copied into their caches."""
+        return self._of("staged")
+
+    @property
+    def linked(self) -> int:
+        """Input bytes pilots linked into their caches (nothing moved)."""
+        return self._of("linked")
+
+    @property
+    def cache_hit(self) -> int:
+        """Input bytes found in the pilots' caches (nothing moved)."""
+        return self._of("cache_hit")
+
+    @property
+    def output(self) -> int:
+        """Bytes of the CUs' outputs."""
+        return self._of("output")
 
     @property
     def moved(self) -> int:
-        """Every byte copied: uploads, staging, outputs."""
-        return self.uploaded + self.staged + self.outputs
+        """Every byte copied: uploads, replications, staging, outputs."""
+        return self.bytes.moved
+
+    @property
+    def naive(self) -> int:
+        """Input bytes per-CU staging would have moved (staged + linked + cache hits)."""
+        return self.bytes.inputs
 
     @property
     def saved(self) -> int:
-        """Bytes per-CU staging would have moved that were not moved."""
-        return max(0, self.naive - self.staged)
+        """Input bytes that moved nothing (linked + cache hits)."""
+        return self.bytes.saved
 
 
 def pilot_names(session: Session, pilot_ids: Sequence[str]) -> dict[str, str]:
@@ -82,53 +112,19 @@ def site_of_pd(session: Session, pd_ids: Sequence[str]) -> str:
     return ", ".join(shown) or "nowhere"
 
 
-def traffic(session: Session, cu_inputs: Sequence[Sequence[str]], output_du: str,
-            pilot_ids: Sequence[str]) -> Traffic:
-    """Add up the namespace's transfer events and the pilots' caches (see the module docstring).
-
-    ``cu_inputs``: the input DataUnit ids of each ComputeUnit (for the naive figure).
-    """
-    coord = session.coord
-    input_dus = sorted({du for inputs in cu_inputs for du in inputs})
-    sizes = {rec.id: du_size(rec) for rec in coord.get_many(Kind.DU, input_dus) if rec is not None}
+def traffic(session: Session, run: str, pilot_ids: Sequence[str]) -> Traffic:
+    """The bytes of ``run`` by category and per pilot, from the history (drained first), and the pilots'
+    caches from coordination."""
     names = pilot_names(session, pilot_ids)
-    out = Traffic()
-    out.naive = sum(sizes.get(du, 0) for inputs in cu_inputs for du in inputs)
-    cursor: str | None = None
-    staging_seen = False
-    while True:
-        events = coord.events_after(cursor, limit=1000)
-        if not events:
-            break
-        cursor = events[-1].cursor
-        for ev in events:
-            if ev.entity != "transfer":
-                continue
-            out.events += 1
-            du = str(ev.detail.get("du") or ev.id)
-            nbytes = int(ev.detail.get("bytes") or 0)
-            linked = bool(ev.detail.get("linked")) or ev.detail.get("method") in _LINK_METHODS
-            if linked:
-                out.linked += nbytes
-            if du == output_du:
-                out.outputs += 0 if linked else nbytes
-            elif ev.pilot:
-                staging_seen = True
-                who = names.get(ev.pilot, ev.pilot)
-                moved = 0 if linked else nbytes
-                out.staged += moved
-                out.staged_by_pilot[who] = out.staged_by_pilot.get(who, 0) + moved
-            elif not linked:
-                out.uploaded += nbytes
-    for rec in coord.get_many(Kind.PILOT, list(pilot_ids)):
+    with History(session.history_url) as history:
+        ins = Inspector(session.coord, history)
+        ins.refresh()
+        out = Traffic(run, ins.bytes(run))
+        for who, totals in ins.bytes_by("pilot", run).items():
+            out.by_pilot[names.get(who, who)] = totals
+    for rec in session.coord.get_many(Kind.PILOT, list(pilot_ids)):
         if rec is not None:
             out.cached[names.get(rec.id, rec.id)] = [str(d) for d in rec.data.get("cached_dus") or []]
-    if not staging_seen and any(out.cached.values()):
-        out.staged_from = "pilots' cached DataUnits (upper bound: no staging events)"
-        for who, dus in out.cached.items():
-            nbytes = sum(sizes.get(d, 0) for d in dus)
-            out.staged_by_pilot[who] = nbytes
-            out.staged += nbytes
     return out
 
 
@@ -153,15 +149,19 @@ def summary_lines(o: Outcome) -> list[str]:
     row("database", f"{data_desc(o)}")
     t = o.traffic
     if t is not None:
-        row("bytes moved", f"{format_size(t.moved)} = uploads {format_size(t.uploaded)} + staged into pilot "
-                           f"caches {format_size(t.staged)} + outputs {format_size(t.outputs)}"
-                           + (f"; {format_size(t.linked)} linked, not copied" if t.linked else ""))
-        row("bytes saved", f"{format_size(t.saved)} ({_pct(t.saved, t.naive)}): per-CU staging would move "
-                           f"{format_size(t.naive)} of inputs, the pilot caches and placement moved "
-                           f"{format_size(t.staged)} (from {t.staged_from})")
+        row("bytes moved", f"{format_size(t.moved)} = uploads {format_size(t.uploaded)} + replication "
+                           f"{format_size(t.replicated)} + staged into pilot caches {format_size(t.staged)} + "
+                           f"outputs {format_size(t.output)}")
+        row("not moved", f"{format_size(t.saved)} ({_pct(t.saved, t.naive)} of the inputs) = inputs linked "
+                         f"{format_size(t.bytes.for_cus['linked'])} + cache hits {format_size(t.cache_hit)}; "
+                         f"per-CU staging would have moved {format_size(t.naive)}"
+                         + (f"; replicas made as links {format_size(t.bytes.linked_replicas)}"
+                            if t.bytes.linked_replicas else ""))
         for who in sorted(t.cached):
-            row("", f"{who}: cache holds {len(t.cached[who])} DataUnits, staged "
-                    f"{format_size(t.staged_by_pilot.get(who, 0))}")
+            mine = t.by_pilot.get(who, ByteTotals.of({}))
+            row("", f"{who}: cache holds {len(t.cached[who])} DataUnits; staged "
+                    f"{format_size(mine.by_category['staged'])}, linked {format_size(mine.by_category['linked'])}, "
+                    f"cache hits {format_size(mine.by_category['cache_hit'])}")
     row("where CUs ran", where_text(o.placement))
     if o.planted is not None:
         row("planted matches", f"{len(o.planted.found)}/{o.planted.expected} found")
@@ -171,8 +171,9 @@ def summary_lines(o: Outcome) -> list[str]:
         row("hits", f"{len(o.merged.hits)} in {o.merged.path}")
     for failure in o.cu_failures[:10]:
         row("failed", failure)
-    row("coordination", f"{o.coordination} (namespace {o.namespace})")
-    kept = "" if o.config.keep else " (stores and sandboxes removed; --keep keeps them)"
+    row("coordination", f"{o.coordination} (namespace {o.namespace}, run {t.run if t else '-'})")
+    kept = "" if o.config.keep else (" (stores, sandboxes and this run's records removed; the history keeps "
+                                     "the run: pdata --namespace NS run ls --all; --keep keeps them)")
     row("run directory", f"{o.run_dir}{kept}")
     return lines
 
@@ -219,9 +220,9 @@ def summary_json(o: Outcome) -> str:
         "db_du": o.db_du,
         "db_du_bytes": o.db_bytes,
         "db_reused": o.workload.reused,
-        "bytes": {"moved": t.moved, "uploaded": t.uploaded, "staged": t.staged, "outputs": t.outputs,
-                  "linked": t.linked, "naive": t.naive, "saved": t.saved, "staged_from": t.staged_from,
-                  "staged_by_pilot": t.staged_by_pilot},
+        "bytes": {**t.bytes.as_dict(), "naive": t.naive,
+                  "by_pilot": {who: b.as_dict() for who, b in sorted(t.by_pilot.items())}},
+        "run": t.run,
         "cached_dus": t.cached,
         "planted": {"found": len(o.planted.found) if o.planted else 0,
                     "expected": o.planted.expected if o.planted else 0,

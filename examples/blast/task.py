@@ -29,8 +29,8 @@ try:
     from . import hits as hitsfmt
     from . import kmer
 except ImportError:
-    import hits as hitsfmt  # type: ignore[no-redef]
-    import kmer  # type: ignore[no-redef]
+    import hits as hitsfmt  # type: ignore[no-redef, import-not-found]
+    import kmer  # type: ignore[no-redef, import-not-found]
 
 DB_NAME = "db"
 EVALUE = 1e-5

@@ -5,7 +5,9 @@
 submits the database as ONE shared DataUnit, each query chunk as its own DataUnit, the task code as a
 small DataUnit and an empty output DataUnit; then one ComputeUnit per chunk reading the code, the
 database and its chunk and writing ``hits-*.tsv`` into the output DataUnit. It waits, exports and
-merges the hits, and gathers what :mod:`examples.blast.report` prints. Pilots are always cancelled.
+merges the hits, and gathers what :mod:`examples.blast.report` prints. Pilots are always cancelled,
+and (unless ``--keep``) the example removes what it recorded: stores, sandboxes, and its records in
+coordination (:func:`remove_records`); the history keeps the run.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from pilotdata import ComputeDataService, ComputeUnit, PilotComputeService, PilotDataService
+from pilotdata.cleanup import remove_run
 from pilotdata.config import data_dir
 from pilotdata.errors import PilotDataError
+from pilotdata.history import History, HistoryWriter
 from pilotdata.session import Session
+from pilotdata.states import Kind
 
 from . import data, merge, report
 
@@ -131,13 +136,34 @@ def run_workflow(cfg: Config, say: Callable[[str], None] = print) -> Outcome:
             cds.close()
         finally:
             pcs.cancel()
-            session.close()
+            try:
+                if not cfg.keep and cds.run is not None:
+                    remove_records(session, cds.run)
+            finally:
+                session.close()
             if not cfg.keep:
                 for sub in ("stores", "pilots", "chunks"):
                     shutil.rmtree(run_dir / sub, ignore_errors=True)
         out.phases["teardown"] = time.monotonic() - t_end
     out.phases["total"] = time.monotonic() - started
     return out
+
+
+def remove_records(session: Session, run: str) -> None:
+    """Remove everything this example recorded in its namespace: the run's CUs and DataUnits (replicas
+    deleted), the run, the stores and the pilots; then drain the event stream into the history and trim
+    it, so the namespace leaves nothing in the coordination backend. The history keeps the whole run
+    (``pdata --namespace NS run ls --all``, ``pdata --namespace NS report --run RUN``)."""
+    coord = session.coord
+    remove_run(coord, run, data=True)
+    for kind in (Kind.PD, Kind.PILOT):
+        for entity_id in coord.list_ids(kind):
+            coord.delete(kind, entity_id)
+    with History(session.history_url) as history:
+        HistoryWriter(coord, history).drain()
+    last = coord.last_cursor()
+    if last is not None:
+        coord.trim_events(last)
 
 
 def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotComputeService,
@@ -193,6 +219,7 @@ def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotCompu
             "executable": cfg.python,
             "arguments": ["task.py", "--db", data.DB_DIR, "--queries", path.name,
                           "--out", f"hits-{i:04d}.tsv", "--engine", engine],
+            "shell": False,
             "number_of_processes": 1,
             "input_data": [code_du.id, db_du.id, chunk_du.id],
             "output_data": [{out_du.id: ["hits-*.tsv"]}],
@@ -219,8 +246,7 @@ def _execute(cfg: Config, out: Outcome, chunk_files: list[Path], pcs: PilotCompu
             out.cu_failures.append(f"{cu.id} ({d['description'].get('name')}) {d['state']} on {where}: "
                                    f"{d['reason']}")
     t2 = time.monotonic()
-    cu_inputs = [[str(i) for i in desc["input_data"]] for desc in descriptions]
-    out.traffic = report.traffic(cds.session, cu_inputs, out_du.id, [p.id for p in pilots])
+    out.traffic = report.traffic(cds.session, cds.run or "", [p.id for p in pilots])
     export_dir = run_dir / "results" / "chunks"
     shutil.rmtree(export_dir, ignore_errors=True)
     files = [Path(p) for p in out_du.export(str(export_dir))] if out_du.get_details()["files"] else []

@@ -1,13 +1,16 @@
 """``pdata``: the pilot-data command line (click). Entry point :func:`main` (``pdata = "pilotdata.cli:main"``).
 
-Command groups live in small modules: :mod:`.data` (stores and DataUnits), :mod:`.compute` (pilots and
-ComputeUnits), :mod:`.report` (history and the PNG report), :mod:`.config` (settings). Shared options
-are defined once in :mod:`.options`; printing is :mod:`.output`.
+Command groups live in small modules: :mod:`.data` (stores and DataUnits), :mod:`.compute` (pilots,
+submitting and waiting), :mod:`.status` (the live view), :mod:`.units` (``cu ls|show``), :mod:`.runs`
+(runs and resubmission), :mod:`.report` (history, the report and trace), :mod:`.gc` (clean-up),
+:mod:`.dashboard` (the web dashboard), :mod:`.config` (settings). The queries behind them are
+:mod:`pilotdata.inspect`. Shared options are defined once in :mod:`.options`; printing is :mod:`.output`.
 
 Errors: every failure is reported as ONE line on stderr (``Error: ...``) naming the field, id or URL at
 fault, and the exit status says what kind it was (:data:`~.options.EXIT_USAGE` 2 for bad usage or bad
-input, :data:`~.options.EXIT_FAILURE` 1 when the work failed). ``--debug`` adds the traceback. Known
-passwords (from the configured URLs) are scrubbed from the line before it is printed.
+input, :data:`~.options.EXIT_FAILURE` 1 when the work failed). ``--debug`` adds the traceback. Secrets
+(the configured URLs' passwords, the stores' keys, anything that looks like a credential) are scrubbed
+from the line and the traceback before they are printed, and from every log record (:mod:`pilotdata.redaction`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any
 import click
 
 from pilotdata import __version__
-from pilotdata.cli import compute, config, data, report
+from pilotdata.cli import compute, config, dashboard, data, gc, report, runs, status, units
 from pilotdata.cli.options import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliContext, configure, global_options
 from pilotdata.errors import AlreadyExistsError, NotFoundError, PilotDataError
+from pilotdata.redaction import install_log_filter, scrub
 
 __all__ = ["cli", "exit_code_for", "main"]
 
@@ -96,15 +100,11 @@ class PdataGroup(click.Group):
 
     @staticmethod
     def _report(exc: BaseException, state: CliContext, message: str) -> int:
-        def scrub(text: str) -> str:
-            for secret in state.secrets():
-                text = text.replace(secret, "***")
-            return text
-
+        secrets = state.secrets()
         if state.debug:
-            click.echo(scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))), err=True,
-                       nl=False)
-        click.echo(f"Error: {scrub(_one_line(message))}", err=True)
+            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            click.echo(scrub(trace, secrets), err=True, nl=False)
+        click.echo(f"Error: {scrub(_one_line(message), secrets)}", err=True)
         return exit_code_for(exc)
 
 
@@ -128,6 +128,7 @@ def cli(ctx: click.Context, url: str | None, namespace: str | None, history_url:
     state = configure(ctx, url, namespace, history_url, config_file, progress)
     logging.basicConfig(level=logging.DEBUG if state.debug else logging.WARNING,
                         format="pdata: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
+    install_log_filter()  # libraries' records too: botocore's DEBUG request logs name the S3 key id
 
 
 cli.add_command(data.store_group)
@@ -136,8 +137,9 @@ for _cmd in data.COMMANDS:
 cli.add_command(compute.pilot_group)
 for _cmd in compute.COMMANDS:
     cli.add_command(_cmd)
-for _cmd in report.COMMANDS:
-    cli.add_command(_cmd)
+for _module in (status, units, runs, report, gc, dashboard):
+    for _cmd in _module.COMMANDS:
+        cli.add_command(_cmd)
 cli.add_command(config.config_group)
 
 

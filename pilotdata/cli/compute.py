@@ -1,22 +1,24 @@
-"""Compute commands: ``pdata pilot start|ls|show|stop`` and ``submit``, ``status``, ``wait``, ``cancel``,
-``logs``, ``explain``, ``agent``.
+"""Compute commands: ``pdata pilot start|ls|show|stop`` and ``submit``, ``wait``, ``cancel``, ``logs``,
+``explain``, ``agent`` (``status`` is :mod:`.status`, ``cu ls|show`` :mod:`.units`).
 
-Built on :class:`~pilotdata.services.PilotComputeService`, :func:`~pilotdata.services.compute_data.submit_units`
-and the binder. ``pdata submit`` binds at once and exits: the CU runs on a pilot (or from the shared
-queue, which every pilot serves) without any ``pdata`` process staying alive. Commands that read
-pilot states first reconcile them with their launchers, so a pilot whose process died shows Failed
-and its work goes back to the queue (any participant may detect a dead pilot).
+Built on :class:`~pilotdata.services.PilotComputeService`, :mod:`pilotdata.services.submission`
+(``submit_units``, ``bind_now``) and the binder. ``pdata submit`` binds at once and exits: the CU runs
+on a pilot (or from the shared queue, which every pilot serves) without any ``pdata`` process staying
+alive. Commands that read pilot states first reconcile them with their launchers, so a pilot whose
+process died shows Failed and its work goes back to the queue (any participant may detect a dead pilot).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pilotdata.cli.complete import complete_cus, complete_dus, complete_pilots
 from pilotdata.cli.lookup import resolve, resolve_all
 from pilotdata.cli.options import (
     KEY_VALUE,
@@ -26,19 +28,23 @@ from pilotdata.cli.options import (
     json_or_text,
     labels_option,
     pass_cli,
+    reads,
+    run_option,
     to_dict,
 )
-from pilotdata.cli.output import count_progress, emit, fields, human_age, human_time, labels_text, table
+from pilotdata.cli.output import count_progress, emit, fields, human_age, human_time, labels_text, table, warn
+from pilotdata.cli.status import refresh_pilots
 from pilotdata.errors import NotFoundError, PilotDataError
+from pilotdata.inspect import CUFilter
+from pilotdata.records import cu_description
+from pilotdata.runs import Origin, close_run
 from pilotdata.session import Session
-from pilotdata.states import FINAL_STATES, Kind, states_of
+from pilotdata.states import ComputeUnitState, DataUnitState, Kind, PilotState, is_final
 
 
 def _refresh(session: Session) -> None:
     """Reconcile pilots with their launchers and take back the work of lost ones."""
-    from pilotdata.services import PilotComputeService
-
-    PilotComputeService(session=session).refresh()
+    refresh_pilots(session)
 
 
 # ------------------------------------------------------------------------------------ pilots
@@ -93,46 +99,44 @@ def pilot_start(cli: CliContext, url: str, cores: int, walltime: float | None, l
                            remove_failed_worker=max_consecutive_failures, heartbeat_ttl=heartbeat_ttl)
     pcs = PilotComputeService(session=cli.session(), policy=policy, launcher_options=options)
     pilot = pcs.create_pilot(desc)
-    state = pilot.wait(timeout=timeout) if wait_running else pilot.get_state()
+    state = pilot.wait(timeout=timeout, state=PilotState.RUNNING) if wait_running else pilot.get_state()
     emit(cli, {"id": pilot.id, "state": state}, lambda: click.echo(pilot.id))
-    if wait_running and state != "Running":
+    if wait_running and state != PilotState.RUNNING:
         details = pilot.get_details()
         raise WorkFailed(f"pilot {pilot.id} is {state}: {details.get('reason') or 'see pdata pilot show'}")
 
 
-def _pilot_row(session: Session, rec: Any, queued: int) -> dict[str, Any]:
-    desc = rec.data.get("description") or {}
-    return {"id": rec.id, "state": rec.state, "resource": desc.get("service_url"),
-            "slots": rec.data.get("slots"), "busy": len(session.coord.claimed(rec.id)) if rec.state == "Running" else 0,
-            "queued": queued, "labels": rec.data.get("labels") or {}, "created": rec.created,
-            "reason": rec.detail.get("reason") if rec.state in FINAL_STATES else None}
-
-
-def _pilot_rows(session: Session, include_final: bool = True) -> list[dict[str, Any]]:
-    coord = session.coord
-    records = [r for r in coord.get_many(Kind.PILOT, coord.list_ids(Kind.PILOT)) if r is not None]
-    if not include_final:
-        records = [r for r in records if r.state not in FINAL_STATES]
-    lengths = coord.queue_lengths([r.id for r in records])
-    return [_pilot_row(session, r, lengths.get(r.id, 0)) for r in sorted(records, key=lambda r: r.created)]
+def _pilot_rows(cli: CliContext, include_final: bool = True) -> list[dict[str, Any]]:
+    """Pilots as ``pilot ls`` lists them: busy slots are those of CUs staging or running now."""
+    out = []
+    for p in cli.inspector().pilots(include_ended=include_final):
+        out.append({"id": p.id, "state": p.state, "site": p.site, "resource": p.resource, "slots": p.slots,
+                    "busy": p.busy_slots, "claimed": p.claimed, "queued": p.queued, "labels": p.labels,
+                    "created": p.created, "started": p.started, "ended": p.ended, "reason": p.reason,
+                    "walltime_left": p.walltime_left})
+    return out
 
 
 @pilot_group.command("ls")
 @click.option("--all", "show_all", is_flag=True, help="Include pilots that ended (Done, Failed, Canceled).")
 @json_option
+@reads
 @pass_cli
 def pilot_ls(cli: CliContext, show_all: bool) -> None:
-    """List pilots: state, resource, slots, busy slots, queued CUs, labels, age."""
+    """List pilots: state, site, resource, slots, busy slots, queued CUs, labels, age.
+
+    AGE is the time since the pilot was started; for a pilot that ended, how long it lived.
+    """
     session = cli.session()
     _refresh(session)
-    rows = _pilot_rows(session, include_final=show_all)
-    emit(cli, rows, lambda: table(["ID", "STATE", "RESOURCE", "SLOTS", "BUSY", "QUEUED", "LABELS", "AGE"], [
-        [r["id"], r["state"], r["resource"], r["slots"], r["busy"], r["queued"], labels_text(r["labels"]),
-         human_age(r["created"])] for r in rows], empty="(no pilots)"))
+    rows = _pilot_rows(cli, include_final=show_all)
+    emit(cli, rows, lambda: table(["ID", "STATE", "SITE", "RESOURCE", "SLOTS", "BUSY", "QUEUED", "LABELS", "AGE"], [
+        [r["id"], r["state"], r["site"], r["resource"], r["slots"], r["busy"], r["queued"], labels_text(r["labels"]),
+         human_age(r["created"], r["ended"])] for r in rows], empty="(no pilots)"))
 
 
 @pilot_group.command("show")
-@click.argument("pilot")
+@click.argument("pilot", shell_complete=complete_pilots)
 @json_option
 @pass_cli
 def pilot_show(cli: CliContext, pilot: str) -> None:
@@ -161,7 +165,7 @@ def pilot_show(cli: CliContext, pilot: str) -> None:
 
 
 @pilot_group.command("stop")
-@click.argument("pilots", nargs=-1)
+@click.argument("pilots", nargs=-1, shell_complete=complete_pilots)
 @click.option("--all", "stop_all", is_flag=True, help="Stop every pilot that has not ended.")
 @pass_cli
 def pilot_stop(cli: CliContext, pilots: tuple[str, ...], stop_all: bool) -> None:
@@ -173,7 +177,7 @@ def pilot_stop(cli: CliContext, pilots: tuple[str, ...], stop_all: bool) -> None
         raise click.UsageError("name the pilots to stop, or pass --all")
     ids = resolve_all(session, Kind.PILOT, pilots)
     if stop_all:
-        ids += [r["id"] for r in _pilot_rows(session, include_final=False) if r["id"] not in ids]
+        ids += [r["id"] for r in _pilot_rows(cli, include_final=False) if r["id"] not in ids]
     pcs = PilotComputeService(session=session)
     for pilot_id in ids:
         pcs.cancel_pilot(pilot_id)
@@ -181,9 +185,9 @@ def pilot_stop(cli: CliContext, pilots: tuple[str, ...], stop_all: bool) -> None
 
 
 # ------------------------------------------------------------------------------ ComputeUnits
-INPUT_STATES = ("Pending", "Running", "Done")
+INPUT_STATES = (DataUnitState.PENDING, DataUnitState.RUNNING, DataUnitState.DONE)
 """States of a DataUnit a CU may read: usable, or still uploading (the agent waits for it)."""
-OUTPUT_STATES = ("Running",)
+OUTPUT_STATES = (DataUnitState.RUNNING,)
 """States of a DataUnit a CU may write into (open; Done is closed for good)."""
 
 
@@ -194,7 +198,7 @@ def _input_ref(session: Session, text: str) -> str | dict[str, list[str]]:
     return {du_id: names} if names else du_id
 
 
-def _usable_du(session: Session, ref: str, option: str, states: tuple[str, ...]) -> str:
+def _usable_du(session: Session, ref: str, option: str, states: tuple[DataUnitState, ...]) -> str:
     try:
         du_id = resolve(session, Kind.DU, ref)
     except NotFoundError as exc:
@@ -217,7 +221,7 @@ def _output_refs(session: Session, values: tuple[str, ...]) -> list[dict[str, li
 
 @click.command("submit", context_settings={"allow_interspersed_args": False})
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="[--] EXE [ARGS]...")
-@click.option("--input", "inputs", multiple=True, metavar="DU[:FILE,FILE]",
+@click.option("--input", "inputs", multiple=True, metavar="DU[:FILE,FILE]", shell_complete=complete_dus,
               help="Input DataUnit (all of it, or some files), linked into the sandbox (repeatable).")
 @click.option("--output", "outputs", multiple=True, metavar="DU:GLOB",
               help="Sandbox files matching GLOB go into DataUnit DU when the CU ends (repeatable).")
@@ -226,21 +230,29 @@ def _output_refs(session: Session, values: tuple[str, ...]) -> list[dict[str, li
 @click.option("--env", "env", multiple=True, type=KEY_VALUE, help="Environment variable K=V (repeatable).")
 @click.option("--name", help="A name for the CU (usable instead of its id).")
 @labels_option
-@click.option("--pilot", help="Run on this pilot (no placement).")
+@click.option("--pilot", help="Run on this pilot (no placement).", shell_complete=complete_pilots)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds before the CU is killed.")
+@run_option("Run to put it in (started if new)  [default: PDATA_RUN, else the current command-line run while "
+            "open, else a new one]")
 @json_option
 @pass_cli
 def submit(cli: CliContext, command: tuple[str, ...], inputs: tuple[str, ...], outputs: tuple[str, ...], cores: int,
            mpi: bool, env: tuple[tuple[str, str], ...], name: str | None, labels: tuple[tuple[str, str], ...],
-           pilot: str | None, timeout: float | None) -> None:
+           pilot: str | None, timeout: float | None, run_ref: str | None) -> None:
     """Submit a ComputeUnit running EXE ARGS; bind it now and print its id.
 
     Put -- before EXE when its arguments start with '-'. It runs on a pilot chosen by where its input
-    data is (or on --pilot); with no live pilot it waits on the shared queue for the next one.
+    data is (or on --pilot); with no live pilot it waits on the shared queue for the next one (and
+    a warning says so). Submissions join the current run until 'pdata wait' has seen it end.
     """
     from pilotdata.descriptions import ComputeUnitDescription
+    from pilotdata.runs import Origin, named_run, run_for
 
     session = cli.session()
+    try:
+        named_run(run_ref)
+    except PilotDataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--run") from None
     desc: dict[str, Any] = {
         "executable": command[0], "arguments": list(command[1:]), "environment": to_dict(env, "--env"),
         "number_of_processes": cores, "spmd_variation": "mpi" if mpi else "single",
@@ -252,22 +264,29 @@ def submit(cli: CliContext, command: tuple[str, ...], inputs: tuple[str, ...], o
     if pilot is not None:
         pilot_id = resolve(session, Kind.PILOT, pilot)
         state = session.coord.get(Kind.PILOT, pilot_id).state
-        if state in FINAL_STATES:
+        if is_final(state):
             raise click.BadParameter(f"pilot {pilot_id} is {state}", param_hint="--pilot")
-    cu_id = _submit_and_bind(session, desc, pilot_id)
+    run = run_for(session.coord, run_ref, origin=Origin.CLI)
+    cu_id = _submit_and_bind(session, desc, pilot_id, run.id)
     rec = session.coord.get(Kind.CU, cu_id)
-    where = rec.detail.get("pilot") or ("shared queue" if rec.state == "Pending" else None)
-    emit(cli, {"id": cu_id, "state": rec.state, "pilot": where, "placement": rec.detail.get("placement"),
-               "reason": rec.detail.get("reason")}, lambda: click.echo(cu_id))
-    if rec.state == "Failed":
+    where = rec.detail.get("pilot") or ("shared queue" if rec.state == ComputeUnitState.PENDING else None)
+    emit(cli, {"id": cu_id, "state": rec.state, "pilot": where, "run": run.id,
+               "placement": rec.detail.get("placement"), "reason": rec.detail.get("reason")},
+         lambda: click.echo(cu_id))
+    # failed by its placement (never queued); a CU a fast pilot already ran and failed is not a submit error
+    if rec.state == ComputeUnitState.FAILED and ComputeUnitState.PENDING.value not in rec.times:
         raise WorkFailed(f"{cu_id} failed at submission: {rec.detail.get('reason')}")
+    if not any(not is_final(p.state) for p in session.coord.get_many(Kind.PILOT, session.coord.list_ids(Kind.PILOT))
+               if p is not None):
+        warn(f"warning: no live pilot: {cu_id} waits on the shared queue until one starts "
+             "(pdata pilot start fork://localhost --cores N)")
 
 
-def _submit_and_bind(session: Session, desc: dict[str, Any], pilot_id: str | None) -> str:
-    """Record the CU and bind it now: to ``pilot_id``, to the best pilot, or to the shared queue."""
-    from pilotdata.services.compute_data import bind_now, submit_units
+def _submit_and_bind(session: Session, desc: dict[str, Any], pilot_id: str | None, run: str) -> str:
+    """Record the CU in ``run`` and bind it now: to ``pilot_id``, to the best pilot, or to the shared queue."""
+    from pilotdata.services.submission import bind_now, submit_units
 
-    cu_id = submit_units(session, [desc], pilot=pilot_id)[0].id
+    cu_id = submit_units(session, [desc], pilot=pilot_id, run=run)[0].id
     if pilot_id is None:
         bind_now(session, [cu_id])
     return cu_id
@@ -277,81 +296,87 @@ def _cu_ids(session: Session, refs: tuple[str, ...]) -> list[str]:
     return resolve_all(session, Kind.CU, refs) if refs else session.coord.list_ids(Kind.CU)
 
 
-@click.command("status")
-@json_option
-@pass_cli
-def status(cli: CliContext) -> None:
-    """Counts of ComputeUnits by state, per pilot; live pilots and their slots."""
-    session = cli.session()
-    _refresh(session)
-    coord = session.coord
-    records = [r for r in coord.get_many(Kind.CU, coord.list_ids(Kind.CU)) if r is not None]
-    by_pilot: dict[str, Counter[str]] = {}
-    for rec in records:
-        by_pilot.setdefault(rec.pilot or "-", Counter())[rec.state] += 1
-    total = Counter(rec.state for rec in records)
-    du_states = Counter(r.state for r in coord.get_many(Kind.DU, coord.list_ids(Kind.DU)) if r is not None)
-    pilots = _pilot_rows(session, include_final=True)
-    live = [p for p in pilots if p["state"] not in FINAL_STATES]
-    data = {"url": session.url, "namespace": session.namespace,
-            "pilots": live,
-            "compute_units": {"total": dict(total), "by_pilot": {k: dict(v) for k, v in by_pilot.items()}},
-            "shared_queue": len(coord.queued(None)), "data_units": dict(du_states)}
-
-    def human() -> None:
-        click.echo(f"coordination: {session.url} (namespace {session.namespace})")
-        click.echo(f"pilots: {len(live)} live, {sum(p['slots'] or 0 for p in live)} slots, "
-                   f"{sum(p['busy'] for p in live)} busy; shared queue: {data['shared_queue']}")
-        states = [s for s in states_of(Kind.CU) if total.get(s)]
-        state_of = {p["id"]: p["state"] for p in pilots}
-        rows = [[pid, state_of.get(pid, "-"), *[c.get(s, 0) for s in states], sum(c.values())]
-                for pid, c in sorted(by_pilot.items())]
-        if rows:
-            rows.append(["TOTAL", "", *[total[s] for s in states], sum(total.values())])
-        click.echo("")
-        table(["PILOT", "PILOT STATE", *states, "ALL"], rows, empty="(no compute units)")
-        if du_states:
-            click.echo("\ndata units: " + ", ".join(f"{n} {s}" for s, n in sorted(du_states.items())))
-
-    emit(cli, data, human)
-
-
 @click.command("wait")
-@click.argument("cus", nargs=-1)
+@click.argument("cus", nargs=-1, shell_complete=complete_cus)
+@run_option("Wait for this run's ComputeUnits  [default: PDATA_RUN, else the current run]")
+@click.option("--all", "everything", is_flag=True, help="Wait for every ComputeUnit of the namespace, of every run.")
 @click.option("--timeout", type=click.FloatRange(min=0), help="Give up after this many seconds (exit 1).")
 @json_option
+@reads
 @pass_cli
-def wait(cli: CliContext, cus: tuple[str, ...], timeout: float | None) -> None:
-    """Wait until the CUs (default: all of the namespace) end; exit 1 if any failed or was canceled."""
+def wait(cli: CliContext, cus: tuple[str, ...], run_ref: str | None, everything: bool, timeout: float | None) -> None:
+    """Wait until the CUs end (default: those of the current run); exit 1 if any failed or was canceled.
+
+    The current run is the one started last in this namespace. Once 'wait' has seen all of a
+    command-line run's CUs end, the run is closed: the next 'pdata submit' starts a new one.
+    """
+    from pilotdata.errors import TimeoutExpired
     from pilotdata.services import PilotComputeService
     from pilotdata.services.waiting import wait_for_states
 
     session = cli.session()
     coord = session.coord
-    ids = _cu_ids(session, cus)
+    if sum(bool(x) for x in (cus, run_ref, everything)) > 1:
+        raise click.UsageError("name ComputeUnits, or --run, or --all (one of them)")
+    run = None
+    if cus:
+        ids = resolve_all(session, Kind.CU, cus)
+    elif everything:
+        ids = coord.list_ids(Kind.CU)
+    else:
+        run = cli.run(run_ref)
+        ids = [] if run is None else cli.inspector().cu_ids(CUFilter(run=run.id))
     pcs = PilotComputeService(session=session)
-    with count_progress(cli, "waiting", len(ids)) as update:
+    try:
+        with count_progress(cli, "waiting", len(ids)) as update:
 
-        def tick() -> None:
-            pcs.refresh()
-            update(sum(1 for r in coord.get_many(Kind.CU, ids) if r is not None and r.state in FINAL_STATES))
+            def tick() -> None:
+                pcs.refresh()
+                update(sum(1 for s in coord.states(Kind.CU, ids) if is_final(s)))
 
-        records = wait_for_states(coord, Kind.CU, ids, timeout=timeout, tick=tick)
-        update(len(ids))
+            try:
+                records = wait_for_states(coord, Kind.CU, ids, timeout=timeout, tick=tick)
+            except TimeoutExpired:
+                raise WorkFailed(_timeout_message(session, ids, timeout)) from None
+            update(len(ids))
+    finally:
+        pcs.close()
+    if run is not None and run.origin == Origin.CLI.value:
+        close_run(coord, run.id)
     counts = Counter(r.state for r in records)
-    bad = [r for r in records if r.state != "Done"]
+    bad = [r for r in records if r.state != ComputeUnitState.DONE]
     summary = [{"id": r.id, "state": r.state, "exit_code": r.data.get("exit_code"),
                 "reason": r.data.get("reason") or r.detail.get("reason")} for r in bad]
-    emit(cli, {"counts": dict(counts), "failed": summary},
-         lambda: click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no compute units"))
+    scope = f"run {run.id}: " if run is not None else ""
+    emit(cli, {"run": run.id if run else None, "counts": dict(counts), "failed": summary},
+         lambda: click.echo(scope + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no compute units")))
     if bad:
         first = summary[0]
         raise WorkFailed(f"{len(bad)} of {len(records)} ComputeUnit(s) did not finish Done; first: {first['id']} "
-                         f"{first['state']}" + (f" ({first['reason']})" if first["reason"] else ""))
+                         f"{first['state']}" + (f" ({first['reason']})" if first["reason"] else "")
+                         + "; see 'pdata cu ls --state Failed'")
+
+
+def _timeout_message(session: Session, ids: list[str], timeout: float | None) -> str:
+    """Why a wait timed out, in words: how many are where, and what to do about it."""
+    found = [(i, s) for i, s in zip(ids, session.coord.states(Kind.CU, ids), strict=True)
+             if s is not None and not is_final(s)]
+    states = Counter(s for _, s in found)
+    left = sum(states.values())
+    waiting = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    pilots = [p for p in session.coord.get_many(Kind.PILOT, session.coord.list_ids(Kind.PILOT))
+              if p is not None and not is_final(p.state)]
+    if not pilots:
+        hint = "no pilot is running: start one (pdata pilot start fork://localhost --cores N)"
+    else:
+        hint = "see 'pdata status' for where they wait"
+    example = f", e.g. {found[0][0]} {found[0][1]}" if found else ""
+    return (f"timed out after {timeout:g}s: {left} of {len(ids)} ComputeUnit(s) not finished ({waiting}{example}); "
+            f"{hint}")
 
 
 @click.command("cancel")
-@click.argument("cus", nargs=-1)
+@click.argument("cus", nargs=-1, shell_complete=complete_cus)
 @click.option("--all", "cancel_all", is_flag=True, help="Cancel every ComputeUnit that has not ended.")
 @pass_cli
 def cancel(cli: CliContext, cus: tuple[str, ...], cancel_all: bool) -> None:
@@ -365,7 +390,7 @@ def cancel(cli: CliContext, cus: tuple[str, ...], cancel_all: bool) -> None:
     for rec in session.coord.get_many(Kind.CU, ids):
         if rec is None:
             continue
-        if rec.state in FINAL_STATES:
+        if is_final(rec.state):
             if cus:
                 click.echo(f"{rec.id} already {rec.state}", err=True)
             continue
@@ -374,51 +399,107 @@ def cancel(cli: CliContext, cus: tuple[str, ...], cancel_all: bool) -> None:
 
 
 @click.command("logs")
-@click.argument("cu")
+@click.argument("cu", required=False, shell_complete=complete_cus)
 @click.option("--stdout", "which", flag_value="stdout", help="Only standard output.")
 @click.option("--stderr", "which", flag_value="stderr", help="Only standard error.")
+@click.option("--pilot", "pilot_ref", metavar="PILOT", shell_complete=complete_pilots,
+              help="Print this pilot's agent log instead (its stdout and stderr, on this host).")
+@reads
 @pass_cli
-def logs(cli: CliContext, cu: str, which: str | None) -> None:
-    """Print a ComputeUnit's stdout and stderr from its sandbox (pilots on this host)."""
+def logs(cli: CliContext, cu: str | None, which: str | None, pilot_ref: str | None) -> None:
+    """Print a ComputeUnit's stdout and stderr from its sandbox (pilots on this host), and why it failed.
+
+    With --pilot, print a pilot's agent log: what the agent itself wrote (registration, claims,
+    staging, requeues, why it stopped).
+    """
     session = cli.session()
+    if (cu is None) == (pilot_ref is None):
+        raise click.UsageError("name a ComputeUnit, or a pilot with --pilot")
+    if pilot_ref is not None:
+        _pilot_logs(session, resolve(session, Kind.PILOT, pilot_ref), which)
+        return
+    assert cu is not None
     cu_id = resolve(session, Kind.CU, cu)
     rec = session.coord.get(Kind.CU, cu_id)
+    reason = rec.data.get("reason") or rec.detail.get("reason")
+    ended_badly = is_final(rec.state) and rec.state != ComputeUnitState.DONE
     sandbox = rec.data.get("sandbox")
     if not sandbox:
-        raise NotFoundError(f"{cu_id} has no sandbox yet (it is {rec.state})")
-    desc = rec.data.get("description") or {}
-    streams = [("stdout", desc.get("output") or "stdout"), ("stderr", desc.get("error") or "stderr")]
+        if ended_badly:
+            raise WorkFailed(f"{cu_id} is {rec.state} and has no sandbox (it never started)"
+                             + (f": {reason}" if reason else ""))
+        raise NotFoundError(f"{cu_id} has no sandbox yet (it is {rec.state}; see 'pdata cu show {cu_id}')")
+    desc = cu_description(rec)
+    streams = [("stdout", desc.output), ("stderr", desc.error)]
     if which:
         streams = [s for s in streams if s[0] == which]
     if not Path(sandbox).is_dir():
-        raise NotFoundError(f"sandbox {sandbox!r} of {cu_id} is not on this host (pilot {rec.pilot})")
-    out = click.get_binary_stream("stdout")
-    for label, name in streams:
-        path = Path(sandbox) / name
-        if len(streams) > 1:
+        host = rec.detail.get("host") or "its pilot's host"
+        raise NotFoundError(f"sandbox {sandbox!r} of {cu_id} is not on this host (pilot {rec.pilot}, {host})")
+    _print_files([(label, Path(sandbox) / name) for label, name in streams])
+    if ended_badly:
+        code = rec.data.get("exit_code")
+        said = f"exit code {code}" if code is not None else None
+        why = ", ".join(dict.fromkeys(t for t in (said, reason) if t))
+        click.echo(f"==> {cu_id} {rec.state}" + (f": {why}" if why else "") + " <==", err=True)
+
+
+def _print_files(files: list[tuple[str, Path]]) -> None:
+    out = sys.stdout.buffer
+    for label, path in files:
+        if len(files) > 1:
             click.echo(f"==> {label} ({path}) <==")
         if path.is_file():
             with path.open("rb") as fh:
                 while chunk := fh.read(1 << 16):
                     out.write(chunk)
             out.flush()
-        elif len(streams) > 1:
+        elif len(files) > 1:
             click.echo("(no file)")
 
 
+def _pilot_logs(session: Session, pilot_id: str, which: str | None) -> None:
+    """The agent's stdout / stderr files, where its launcher put them (``<workdir>/<pilot>.stdout|.stderr``)."""
+    rec = session.coord.get(Kind.PILOT, pilot_id)
+    desc = rec.data.get("description") or {}
+    launch_dir = desc.get("working_directory") or rec.data.get("workdir")
+    if not launch_dir:
+        raise NotFoundError(f"pilot {pilot_id} has no recorded working directory (it was started by hand: "
+                            "its log is wherever its agent's output went)")
+
+    def where(custom: str | None, suffix: str) -> Path:
+        name = custom or f"{pilot_id}.{suffix}"
+        return Path(name) if name.startswith("/") else Path(launch_dir) / name
+
+    files = [("stdout", where(desc.get("output"), "stdout")), ("stderr", where(desc.get("error"), "stderr"))]
+    if which:
+        files = [f for f in files if f[0] == which]
+    if not any(path.parent.is_dir() for _, path in files):
+        host = rec.data.get("host") or (rec.data.get("launcher") or {}).get("service_url") or "its resource"
+        raise NotFoundError(f"the agent log of pilot {pilot_id} ({files[0][1].parent}) is not on this host "
+                            f"({host})")
+    _print_files(files)
+
+
 @click.command("explain")
-@click.argument("cu")
+@click.argument("cu", shell_complete=complete_cus)
 @json_option
+@reads
 @pass_cli
 def explain(cli: CliContext, cu: str) -> None:
     """Why a ComputeUnit was bound where it was, and how each live pilot scores for it now."""
-    from pilotdata.services.compute_data import explain_cu
+    from pilotdata.services.binder import explain_cu
 
     session = cli.session()
     cu_id = resolve(session, Kind.CU, cu)
-    text = explain_cu(session, cu_id)
+    text = explain_cu(session.coord, cu_id)
     rec = session.coord.get(Kind.CU, cu_id)
-    emit(cli, {"id": cu_id, "state": rec.state, "pilot": rec.pilot, "explanation": text}, lambda: click.echo(text))
+    place = cli.inspector().cu(cu_id).summary.place
+    where = None if place is None else ("the shared queue" if place == "" else place)
+    if rec.pilot is None and where is not None and rec.state == ComputeUnitState.PENDING:
+        text += f"\nwaiting on: {where}"
+    emit(cli, {"id": cu_id, "state": rec.state, "pilot": rec.pilot or place or None, "where": where,
+               "explanation": text}, lambda: click.echo(text))
 
 
 @click.command("agent", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -431,8 +512,20 @@ def agent_cmd(cli: CliContext, args: tuple[str, ...]) -> int:
     The coordination URL and namespace of pdata (flags, environment or config file) are handed to the
     agent through its environment, never on its command line.
     """
+    from agent.config import build_parser
     from agent.main import main as agent_main
 
+    parser = build_parser()
+    parser.prog = "pdata agent"
+    parser.epilog = ("The coordination URL and namespace come from pdata's settings (--url, --namespace, "
+                     "PDATA_URL, PDATA_NAMESPACE, the config file), handed to the agent in its environment.")
+    if any(a in ("-h", "--help") for a in args):
+        click.echo(parser.format_help(), nl=False)
+        return 0
+    try:
+        parser.parse_args(list(args))  # bad options: argparse's usage line names 'pdata agent', status 2
+    except SystemExit as exc:
+        return int(exc.code or 0)
     if cli.url:
         os.environ["PDATA_URL"] = cli.url
     if cli.namespace and not any(a.startswith("--namespace") for a in args):
@@ -440,6 +533,6 @@ def agent_cmd(cli: CliContext, args: tuple[str, ...]) -> int:
     return agent_main(list(args))
 
 
-COMMANDS = [submit, status, wait, cancel, logs, explain, agent_cmd]
+COMMANDS = [submit, wait, cancel, logs, explain, agent_cmd]
 """The top-level compute commands (``pilot`` is a group of its own)."""
 

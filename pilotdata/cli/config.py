@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from pilotdata.cli.options import CliContext, json_option, pass_cli
-from pilotdata.cli.output import emit, redact
+from pilotdata.cli.output import emit
+from pilotdata.redaction import redact_url
 
 
 @click.group("config")
@@ -26,7 +27,7 @@ def config_path_cmd(cli: CliContext) -> None:
 def config_show(cli: CliContext) -> None:
     """Print the effective settings and where each comes from (passwords hidden)."""
     settings = cli.effective_settings()
-    data = {k: {"value": redact(v), "source": s} for k, (v, s) in settings.items()}
+    data = {k: {"value": redact_url(v), "source": s} for k, (v, s) in settings.items()}
     data["config_file"] = {"value": str(cli.config_file),
                            "source": "exists" if cli.config_file.exists() else "absent"}
 

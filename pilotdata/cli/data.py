@@ -1,7 +1,7 @@
 """Data commands: ``pdata store add|ls|show|rm`` (PilotData) and ``put``, ``ls``, ``show``, ``get``,
 ``replicate``, ``mv``, ``rm``, ``verify`` (DataUnits).
 
-Built on :class:`~pilotdata.services.PilotDataService` and :class:`~pilotdata.dataunits.DataUnits`.
+Built on :class:`~pilotdata.services.PilotDataService` and :class:`~pilotdata.data.ReplicaManager`.
 Inputs (ids, store names, local paths, URLs) are all checked before anything is recorded.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from pilotdata.cli.complete import complete_dus, complete_stores
 from pilotdata.cli.lookup import resolve
 from pilotdata.cli.options import (
     KEY_VALUE,
@@ -22,11 +23,14 @@ from pilotdata.cli.options import (
     json_or_text,
     labels_option,
     pass_cli,
+    reads,
+    run_option,
     to_dict,
 )
 from pilotdata.cli.output import byte_progress, emit, fields, human_size, human_time, labels_text, table
 from pilotdata.errors import StoreError
-from pilotdata.states import FINAL_STATES, Kind
+from pilotdata.records import ReplicaStatus
+from pilotdata.states import DataUnitState, Kind, is_final
 
 
 # ------------------------------------------------------------------------------------ stores
@@ -70,6 +74,7 @@ def _store_row(pd_id: str, data: dict[str, Any]) -> dict[str, Any]:
 
 @store_group.command("ls")
 @json_option
+@reads
 @pass_cli
 def store_ls(cli: CliContext) -> None:
     """List the stores."""
@@ -80,8 +85,9 @@ def store_ls(cli: CliContext) -> None:
 
 
 @store_group.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_stores)
 @json_option
+@reads
 @pass_cli
 def store_show(cli: CliContext, name: str) -> None:
     """Show a store: URL, labels, quota, bytes used and the DataUnits it holds."""
@@ -100,7 +106,7 @@ def store_show(cli: CliContext, name: str) -> None:
 
 
 @store_group.command("rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_stores)
 @click.option("--force", is_flag=True, help="Deregister even if DataUnits have replicas there.")
 @pass_cli
 def store_rm(cli: CliContext, name: str, force: bool) -> None:
@@ -134,31 +140,43 @@ def _choose_store(cli: CliContext, store: str | None) -> str:
 @click.command("put")
 @click.argument("paths", nargs=-1)
 @click.option("--name", help="DataUnit name  [default: the first path's name]")
-@click.option("--store", help="Store to upload into  [default: the only store]")
+@click.option("--store", help="Store to upload into  [default: the only store]", shell_complete=complete_stores)
 @click.option("--empty", is_flag=True, help="Create an empty DataUnit that CUs fill (submit --output DU:GLOB).")
 @labels_option
+@run_option("Run to put it in (started if new)  [default: PDATA_RUN, else the current command-line run while "
+            "open, else a new one]")
 @json_option
 @pass_cli
 def put(cli: CliContext, paths: tuple[str, ...], name: str | None, store: str | None, empty: bool,
-        labels: tuple[tuple[str, str], ...]) -> None:
+        labels: tuple[tuple[str, str], ...], run_ref: str | None) -> None:
     """Create a DataUnit from local files/directories (or URLs) and upload it; print its id.
 
     A directory keeps its own name as a prefix of its files' paths. With --empty (and no PATHS) the
-    DataUnit starts empty, ready to receive the outputs of ComputeUnits.
+    DataUnit starts empty, ready to receive the outputs of ComputeUnits. Each file's checksum is
+    recorded in the algorithm of 'pdata --checksum' (blake3 if installed, else sha256).
     """
-    from pilotdata.dataunits import DataUnits, du_entries, resolve_sources
+    from pilotdata.data import ReplicaManager, resolve_sources
     from pilotdata.descriptions import DataUnitDescription
+    from pilotdata.errors import DescriptionError
+    from pilotdata.records import du_entries
+    from pilotdata.runs import Origin, named_run, run_for
 
+    try:
+        named_run(run_ref)
+    except DescriptionError as exc:
+        raise click.BadParameter(str(exc), param_hint="--run") from None
     if bool(paths) == empty:
         raise click.UsageError("give PATHS to upload, or --empty (without PATHS) for an output DataUnit")
+    checksum = cli.checksum_algorithm()  # a bad or uninstalled algorithm: usage error, nothing recorded
     session = cli.session()
     pd_id = _choose_store(cli, store)
     default_name = (Path(paths[0].rstrip("/")).name or paths[0]) if paths else None
-    desc = DataUnitDescription(name=name or default_name, file_urls=paths, labels=to_dict(labels, "--label"))
+    desc = DataUnitDescription(name=default_name if name is None else name, file_urls=paths,  # '' is an error
+                               labels=to_dict(labels, "--label"))
     sources = resolve_sources(desc.file_urls)  # missing paths fail here: nothing recorded yet
-    total = sum(s.fs.size(f"{s.root.rstrip('/')}/{n}") for s in sources for n in s.names)
-    ops = DataUnits(session)
-    du_id = ops.register(desc)
+    total = sum(s.size() for s in sources)
+    ops = ReplicaManager(session.coord, checksum=checksum)
+    du_id = ops.register(desc, run=run_for(session.coord, run_ref, origin=Origin.CLI).id)
     if empty:
         ops.open_empty(du_id, pd_id)
     else:
@@ -171,21 +189,23 @@ def put(cli: CliContext, paths: tuple[str, ...], name: str | None, store: str | 
 
 
 def _du_row(rec: Any) -> dict[str, Any]:
-    from pilotdata.dataunits import du_entries, replicas
+    from pilotdata.records import du_entries, replicas
 
     files = du_entries(rec)
     return {"id": rec.id, "name": rec.data.get("name"), "state": rec.state, "files": len(files),
             "size": sum(f.size for f in files),
-            "replicas": {pd: info.get("status") for pd, info in sorted(replicas(rec).items())}}
+            "replicas": {pd: rep.status.value for pd, rep in replicas(rec).items()}}
 
 
-def _replicas_text(reps: dict[str, Any]) -> str:
-    return ",".join(pd if status == "complete" else f"{pd}({status})" for pd, status in reps.items()) or "-"
+def _replicas_text(reps: dict[str, str]) -> str:
+    return ",".join(pd if status == ReplicaStatus.COMPLETE else f"{pd}({status})"
+                    for pd, status in reps.items()) or "-"
 
 
 @click.command("ls")
-@click.option("--store", help="Only DataUnits with a replica on this store.")
+@click.option("--store", help="Only DataUnits with a replica on this store.", shell_complete=complete_stores)
 @json_option
+@reads
 @pass_cli
 def ls(cli: CliContext, store: str | None) -> None:
     """List DataUnits: name, state, files, size and replicas."""
@@ -200,8 +220,9 @@ def ls(cli: CliContext, store: str | None) -> None:
 
 
 @click.command("show")
-@click.argument("du")
+@click.argument("du", shell_complete=complete_dus)
 @json_option
+@reads
 @pass_cli
 def show(cli: CliContext, du: str) -> None:
     """Show a DataUnit: state, files (sizes, checksums) and replicas."""
@@ -214,8 +235,9 @@ def show(cli: CliContext, du: str) -> None:
         fields([("id", details["id"]), ("name", details["name"]), ("state", details["state"]),
                 ("size", human_size(details["size"])), ("reason", details["reason"])])
         click.echo("\nfiles:")
-        table(["PATH", "SIZE", "SHA256"], [[f["path"], human_size(f["size"]), f["sha256"][:16]]
-                                          for f in details["files"]])
+        table(["PATH", "SIZE", "CHECKSUM"], [[f["path"], human_size(f["size"]),
+                                              f"{f['algorithm']}:{(f[f['algorithm']] or '?')[:16]}"]
+                                             for f in details["files"]])
         click.echo("\nreplicas:")
         table(["STORE", "STATUS", "SINCE", "REASON"], [
             [pd, info.get("status"), human_time(info.get("time")), info.get("reason")]
@@ -225,20 +247,24 @@ def show(cli: CliContext, du: str) -> None:
 
 
 @click.command("get")
-@click.argument("du")
+@click.argument("du", shell_complete=complete_dus)
 @click.argument("dest")
 @click.option("--file", "files", multiple=True, help="Only this file of the DataUnit (repeatable).")
 @click.option("--store", help="Read the replica on this store  [default: any complete one]")
 @json_option
+@reads
 @pass_cli
 def get(cli: CliContext, du: str, dest: str, files: tuple[str, ...], store: str | None) -> None:
     """Copy a DataUnit's files into DEST (a local directory or a store URL)."""
-    from pilotdata.dataunits import DataUnits, du_entries
+    from pilotdata.data import ReplicaManager
+    from pilotdata.records import du_entries
 
+    if "://" not in dest and Path(dest).expanduser().exists() and not Path(dest).expanduser().is_dir():
+        raise click.BadParameter(f"{dest!r} exists and is not a directory", param_hint="DEST")
     session = cli.session()
     du_id = resolve(session, Kind.DU, du)
     pd_id = resolve(session, Kind.PD, store) if store else None
-    ops = DataUnits(session)
+    ops = ReplicaManager(session.coord)
     total = sum(e.size for e in du_entries(ops.record(du_id)) if not files or e.path in files)
     with byte_progress(cli, f"get {du_id}", total) as progress:
         written = ops.export(du_id, dest, files=list(files) or None, pd_id=pd_id, progress=progress)
@@ -247,8 +273,8 @@ def get(cli: CliContext, du: str, dest: str, files: tuple[str, ...], store: str 
 
 
 @click.command("replicate")
-@click.argument("du")
-@click.option("--to", "to", required=True, help="Store to copy the DataUnit onto.")
+@click.argument("du", shell_complete=complete_dus)
+@click.option("--to", "to", required=True, help="Store to copy the DataUnit onto.", shell_complete=complete_stores)
 @pass_cli
 def replicate(cli: CliContext, du: str, to: str) -> None:
     """Copy a DataUnit onto another store (store to store, verified)."""
@@ -256,8 +282,8 @@ def replicate(cli: CliContext, du: str, to: str) -> None:
 
 
 @click.command("mv")
-@click.argument("du")
-@click.option("--to", "to", required=True, help="Store to move the DataUnit to.")
+@click.argument("du", shell_complete=complete_dus)
+@click.option("--to", "to", required=True, help="Store to move the DataUnit to.", shell_complete=complete_stores)
 @pass_cli
 def mv(cli: CliContext, du: str, to: str) -> None:
     """Move a DataUnit to another store (replicate, then delete the other replicas)."""
@@ -265,11 +291,12 @@ def mv(cli: CliContext, du: str, to: str) -> None:
 
 
 def _copy_to(cli: CliContext, du: str, to: str, *, move: bool) -> None:
-    from pilotdata.dataunits import DataUnits, du_size
+    from pilotdata.data import ReplicaManager
+    from pilotdata.records import du_size
 
     session = cli.session()
     du_id, pd_id = resolve(session, Kind.DU, du), resolve(session, Kind.PD, to)
-    ops = DataUnits(session)
+    ops = ReplicaManager(session.coord)
     verb, action = ("move", ops.move) if move else ("replicate", ops.replicate)
     with byte_progress(cli, f"{verb} {du_id} -> {pd_id}", du_size(ops.record(du_id))) as progress:
         action(du_id, pd_id, progress=progress)
@@ -277,16 +304,17 @@ def _copy_to(cli: CliContext, du: str, to: str, *, move: bool) -> None:
 
 
 @click.command("rm")
-@click.argument("du")
+@click.argument("du", shell_complete=complete_dus)
 @click.option("--store", help="Delete only the replica on this store (never the last one).")
 @pass_cli
 def rm(cli: CliContext, du: str, store: str | None) -> None:
     """Remove a DataUnit and all its replicas, or one replica with --store."""
-    from pilotdata.dataunits import DataUnits, complete_replicas, replicas
+    from pilotdata.data import ReplicaManager
+    from pilotdata.records import complete_replicas, replicas
 
     session = cli.session()
     du_id = resolve(session, Kind.DU, du)
-    ops = DataUnits(session)
+    ops = ReplicaManager(session.coord)
     if store is None:
         ops.remove(du_id)
         click.echo(f"removed {du_id}", err=True)
@@ -295,7 +323,7 @@ def rm(cli: CliContext, du: str, store: str | None) -> None:
     rec = ops.record(du_id)
     if pd_id not in replicas(rec):
         raise click.BadParameter(f"DataUnit {du_id} has no replica on {pd_id!r}", param_hint="--store")
-    if complete_replicas(rec) == [pd_id] and rec.state not in FINAL_STATES:
+    if complete_replicas(rec) == [pd_id] and not is_final(rec.state):
         raise click.BadParameter(f"{pd_id} holds the last replica of DataUnit {du_id}; 'pdata rm {du_id}' "
                                  "removes the whole DataUnit", param_hint="--store")
     ops.remove_replica(du_id, pd_id)
@@ -303,31 +331,40 @@ def rm(cli: CliContext, du: str, store: str | None) -> None:
 
 
 @click.command("verify")
-@click.argument("du")
+@click.argument("du", shell_complete=complete_dus)
 @click.option("--store", help="Check only the replica on this store.")
 @json_option
+@reads
 @pass_cli
 def verify(cli: CliContext, du: str, store: str | None) -> None:
-    """Check every complete replica against the manifest (sizes and checksums); exit 1 if one is bad."""
-    from pilotdata.dataunits import DataUnits
+    """Check every complete replica against the manifest (sizes and checksums); exit 1 if one is bad.
+
+    Each file is read whole and hashed in the algorithm its manifest entry names.
+    """
+    from pilotdata.data import ReplicaManager
+    from pilotdata.records import du_entries
 
     session = cli.session()
     du_id = resolve(session, Kind.DU, du)
     pd_id = resolve(session, Kind.PD, store) if store else None
-    rec = DataUnits(session).record(du_id)
-    if rec.state in FINAL_STATES - {"Done"}:
+    ops = ReplicaManager(session.coord)
+    rec = ops.record(du_id)
+    if is_final(rec.state) and rec.state != DataUnitState.DONE:
         raise StoreError(f"DataUnit {du_id} is {rec.state}: nothing to verify")
-    problems = DataUnits(session).verify(du_id, pd_id)
+    problems = ops.verify(du_id, pd_id)
     if not problems:
         raise StoreError(f"DataUnit {du_id} has no complete replica to verify")
+    algorithms = sorted({f.algorithm for f in du_entries(rec)})
 
     def human() -> None:
+        checked = f" ({', '.join(algorithms)})" if algorithms else ""
         for pd, found in sorted(problems.items()):
-            click.echo(f"{pd}: {'ok' if not found else f'{len(found)} problem(s)'}")
+            click.echo(f"{pd}: {'ok' + checked if not found else f'{len(found)} problem(s)'}")
             for problem in found:
                 click.echo(f"  {problem}")
 
-    emit(cli, {"id": du_id, "replicas": problems, "ok": not any(problems.values())}, human)
+    emit(cli, {"id": du_id, "replicas": problems, "ok": not any(problems.values()), "algorithms": algorithms},
+         human)
     bad = sorted(pd for pd, found in problems.items() if found)
     if bad:
         raise WorkFailed(f"DataUnit {du_id}: bad replica on {', '.join(bad)}: {problems[bad[0]][0]}")

@@ -13,23 +13,27 @@ input: unknown option or id, bad URL, missing file, malformed ``k=v``; nothing w
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import click
 from click.core import ParameterSource
 
 from pilotdata.cli.settings import config_path, load_config
 from pilotdata.errors import PilotDataError
+from pilotdata.redaction import url_secrets
 
 if TYPE_CHECKING:
     from pilotdata.history import History
+    from pilotdata.inspect import Inspector
+    from pilotdata.runs import Run
     from pilotdata.session import Session
 
 EXIT_OK = 0
@@ -38,7 +42,7 @@ EXIT_USAGE = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_SETTINGS = ("url", "namespace", "history_url")
+_SETTINGS = ("url", "namespace", "history_url", "checksum")
 
 
 @dataclass
@@ -48,6 +52,9 @@ class CliContext:
     url: str | None = None
     namespace: str | None = None
     history_url: str | None = None
+    checksum: str | None = None
+    """Checksum algorithm of files added (``--checksum``, ``PDATA_CHECKSUM``, config ``checksum``); None: the
+    library's default (blake3 where installed, else sha256)."""
     json: bool = False
     debug: bool = False
     progress: bool | None = None
@@ -57,6 +64,7 @@ class CliContext:
     """Setting -> where it came from: ``flag``, ``environment``, ``config file`` or ``default``."""
     _session: Session | None = None
     _history: History | None = None
+    _inspector: Inspector | None = None
 
     def session(self) -> Session:
         """The session for these settings (opened once)."""
@@ -74,8 +82,51 @@ class CliContext:
             self._history = History(self.session().history_url)
         return self._history
 
+    def inspector(self, *, refresh: bool = True) -> Inspector:
+        """The query layer over this session and history, drained first (``refresh``) so it is current."""
+        if self._inspector is None:
+            from pilotdata.inspect import Inspector
+
+            self._inspector = Inspector(self.session().coord, self.history())
+        if refresh:
+            self._inspector.refresh()
+        return self._inspector
+
+    def run(self, ref: str | None, *, required: bool = False) -> Run | None:
+        """The run ``ref`` names, else ``PDATA_RUN``'s, else the current run (``None`` if there is none).
+
+        An unknown run is a usage error naming it; ``required`` makes "no run yet" one too.
+        """
+        from pilotdata.errors import NotFoundError
+        from pilotdata.runs import Run, resolve_run
+
+        try:
+            run = resolve_run(self.session().coord, ref)
+        except NotFoundError as exc:
+            try:  # a run whose records 'pdata gc' (or its workflow) removed: the history still knows it
+                known = self.inspector().run(str(ref or os.environ.get("PDATA_RUN")))
+            except NotFoundError:
+                raise click.BadParameter(str(exc), param_hint="RUN") from None
+            return Run(known.id, known.origin or "", known.created, known.closed or known.created, parent=known.parent)
+        if run is None and required:
+            raise click.UsageError("no run yet in this namespace: submit something first (pdata submit)")
+        return run
+
+    def check_home(self) -> None:
+        """Refuse to read from a ``PDATA_HOME`` that does not exist (a typo would read an empty, new
+        database): a usage error naming the path. Commands that record something create it instead."""
+        home = os.environ.get("PDATA_HOME")
+        if not home or self.url:  # an explicit coordination URL does not read from PDATA_HOME
+            return
+        path = Path(home).expanduser()
+        if not path.is_dir():
+            raise click.UsageError(f"PDATA_HOME {str(path)!r} does not exist: there is nothing to read there "
+                                   "(is the path right? commands that record something, such as 'pdata store add' "
+                                   "or 'pdata pilot start', create it)")
+
     def close(self) -> None:
         """Stop the session's background work and close its connections."""
+        self._inspector = None
         if self._history is not None:
             self._history.engine.dispose()
             self._history = None
@@ -86,26 +137,33 @@ class CliContext:
     def effective_settings(self) -> dict[str, tuple[str, str]]:
         """``{setting: (value, source)}`` with the built-in defaults filled in (values may hold passwords)."""
         from pilotdata import config
+        from pilotdata.data.checksums import default_checksum
 
         defaults = {"url": config.default_coordination_url, "namespace": config.default_namespace,
-                    "history_url": config.default_history_url}
+                    "history_url": config.default_history_url, "checksum": default_checksum}
         out: dict[str, tuple[str, str]] = {}
         for name in _SETTINGS:
             value = getattr(self, name)
             out[name] = (value, self.sources.get(name, "flag")) if value else (defaults[name](), "default")
         return out
 
+    def checksum_algorithm(self) -> str | None:
+        """The checksum setting, checked (a usage error names where it came from); None: the default."""
+        from pilotdata.data.checksums import check_checksum
+        from pilotdata.errors import DescriptionError
+
+        if self.checksum is None:
+            return None
+        where = {"flag": "--checksum", "environment": "PDATA_CHECKSUM"}.get(
+            self.sources.get("checksum", "flag"), f"checksum in {self.config_file}")
+        try:
+            return check_checksum(self.checksum, field=where)
+        except DescriptionError as exc:
+            raise click.UsageError(str(exc)) from None
+
     def secrets(self) -> list[str]:
         """Passwords inside the configured URLs (scrubbed from any error message before it is shown)."""
-        found = []
-        for url in (self.url, self.history_url):
-            try:
-                password = urlsplit(url).password if url else None
-            except ValueError:
-                password = None
-            if password:
-                found.append(password)
-        return found
+        return [secret for url in (self.url, self.history_url) if url for secret in url_secrets(url)]
 
     def show_progress(self) -> bool:
         """Whether to draw progress bars on stderr."""
@@ -113,7 +171,7 @@ class CliContext:
             return False
         if self.progress is not None:
             return self.progress
-        return click.get_text_stream("stderr").isatty()
+        return sys.stderr.isatty()
 
 
 class WorkFailed(PilotDataError):
@@ -139,6 +197,11 @@ def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None
         ctx.ensure_object(CliContext).debug = True
 
 
+def _set_checksum(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:  # where it came from is known once parsing is done (configure)
+        ctx.ensure_object(CliContext).checksum = value
+
+
 def json_option(fn: F) -> F:
     """``--json``: print machine-readable JSON on stdout instead of a table (also accepted before the command)."""
     return click.option("--json", "json_output", is_flag=True, expose_value=False, callback=_set_json,
@@ -158,6 +221,10 @@ def global_options(fn: F) -> F:
                      type=click.Path(dir_okay=False, path_type=Path),
                      help="Configuration file (TOML)  [default: $PDATA_HOME/config.toml or "
                           "~/.config/pilot-data/config.toml]"),
+        click.option("--checksum", envvar="PDATA_CHECKSUM", show_envvar=True, metavar="ALGORITHM",
+                     expose_value=False, callback=_set_checksum,
+                     help="Checksum recorded for files added to DataUnits: blake3, xxh128 or sha256  "
+                          "[default: blake3 if installed, else sha256]"),
         click.option("--json", "json_output", is_flag=True, expose_value=False, callback=_set_json,
                      help="Print JSON instead of tables (listing and show commands)."),
         click.option("--progress/--no-progress", default=None,
@@ -176,7 +243,7 @@ def configure(ctx: click.Context, url: str | None, namespace: str | None, histor
     cli = ctx.ensure_object(CliContext)
     explicit = config_file is not None
     cli.config_file = config_file if config_file is not None else config_path()
-    values = {"url": url, "namespace": namespace, "history_url": history_url}
+    values = {"url": url, "namespace": namespace, "history_url": history_url, "checksum": cli.checksum}
     for name in _SETTINGS:
         if values[name]:
             cli.sources[name] = _source_name(ctx.get_parameter_source(name))
@@ -188,6 +255,7 @@ def configure(ctx: click.Context, url: str | None, namespace: str | None, histor
                 values[name] = value
                 cli.sources[name] = "config file"
     cli.url, cli.namespace, cli.history_url = values["url"], values["namespace"], values["history_url"]
+    cli.checksum = values["checksum"]
     cli.progress = progress
     ctx.call_on_close(cli.close)
     return cli
@@ -270,6 +338,31 @@ def to_dict(pairs: tuple[tuple[str, str], ...], option: str) -> dict[str, str]:
             raise click.BadParameter(f"{key!r} is given twice ({out[key]!r} and {value!r})", param_hint=option)
         out[key] = value
     return out
+
+
+def reads(fn: F) -> F:
+    """Mark a command that only reads: it refuses a ``PDATA_HOME`` that does not exist (see
+    :meth:`CliContext.check_home`) before it opens anything."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        click.get_current_context().find_object(CliContext).check_home()  # type: ignore[union-attr]
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def run_option(help_text: str = "Run  [default: PDATA_RUN, else the current run: the one started last]",
+               ) -> Callable[[F], F]:
+    """``--run RUN``: which run a command works on."""
+
+    def deco(fn: F) -> F:
+        from pilotdata.cli.complete import complete_runs
+
+        return click.option("--run", "run_ref", metavar="RUN", help=help_text, shell_complete=complete_runs)(fn)
+
+    return deco
 
 
 def labels_option(fn: F) -> F:

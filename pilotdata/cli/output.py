@@ -8,6 +8,7 @@ that prints it for humans; ``--json`` prints the value instead. Progress bars (:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,15 +29,19 @@ def emit(cli: CliContext, data: Any, human: Callable[[], None]) -> None:
         human()
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "(none)") -> None:
-    """Print ``rows`` under ``headers`` in aligned columns (``empty`` when there are no rows)."""
+def table_lines(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "(none)") -> list[str]:
+    """``rows`` under ``headers`` in aligned columns, as lines (``[empty]`` when there are no rows)."""
     if not rows:
-        click.echo(empty)
-        return
+        return [empty]
     cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "(none)") -> None:
+    """Print ``rows`` under ``headers`` in aligned columns (``empty`` when there are no rows)."""
+    for line in table_lines(headers, rows, empty=empty):
+        click.echo(line)
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
@@ -66,7 +71,7 @@ def human_time(epoch: float | None) -> str:
 
 
 def human_age(epoch: float | None, now: float | None = None) -> str:
-    """How long ago: ``12s``, ``5m``, ``3h``, ``2d``."""
+    """How long ago (or, with ``now``, how long until ``now``): ``12s``, ``5m``, ``3h``, ``2d``."""
     if epoch is None:
         return "-"
     secs = max(0.0, (now or time.time()) - epoch)
@@ -76,16 +81,30 @@ def human_age(epoch: float | None, now: float | None = None) -> str:
     return f"{int(secs)}s"
 
 
+def human_duration(seconds: float | None) -> str:
+    """A duration people read at a glance: ``< 1 ms``, ``340 ms``, ``2.5 s``, ``4 min 10 s``, ``2 h 5 min``."""
+    if seconds is None:
+        return "-"
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "never"
+    secs = abs(float(seconds))
+    sign = "-" if seconds < 0 else ""
+    if secs < 0.001:
+        return "0 s" if secs == 0 else "< 1 ms"
+    if secs < 1:
+        return f"{sign}{secs * 1000:.0f} ms"
+    if secs < 60:
+        return f"{sign}{secs:.1f} s"
+    if secs < 3600:
+        return f"{sign}{int(secs // 60)} min {int(secs % 60)} s"
+    if secs < 86400:
+        return f"{sign}{int(secs // 3600)} h {int(secs % 3600 // 60)} min"
+    return f"{sign}{int(secs // 86400)} d {int(secs % 86400 // 3600)} h"
+
+
 def labels_text(labels: dict[str, Any] | None) -> str:
     """``k=v,k=v`` (sorted) or ``-``."""
     return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or "-"
-
-
-def redact(text: str) -> str:
-    """``text`` with any ``user:password@`` in a URL reduced to ``user:***@``."""
-    from pilotdata.history import redact_url
-
-    return redact_url(text)
 
 
 def warn(message: str) -> None:
@@ -100,20 +119,30 @@ class _ByteBar:
     backwards, it waits until the bytes delivered catch up with what it shows.
     """
 
-    def __init__(self, label: str, total: int, enabled: bool) -> None:
+    def __init__(self, label: str, total: int, enabled: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.total = max(int(total), 1)
         self.enabled = enabled
         self._bar: Any = None
         self._delivered = 0
         self._shown = 0
+        self._clock = clock
+        self._started: float | None = None
+
+    def info(self) -> str:
+        """``"12.0 MB/100.0 MB, 4.0 MB/s"``: bytes delivered, of the total, and the mean rate so far."""
+        elapsed = (self._clock() - self._started) if self._started is not None else 0.0
+        rate = self._shown / 1e6 / elapsed if elapsed > 0 else 0.0
+        return f"{human_size(self._shown)}/{human_size(self.total)}, {rate:.1f} MB/s"
 
     def __call__(self, delta: int, files_done: int) -> None:
         if not self.enabled:
             return
         if self._bar is None:
+            self._started = self._clock()
             self._bar = click.progressbar(length=self.total, label=self.label, show_percent=True,
-                                          file=click.get_text_stream("stderr"))
+                                          item_show_func=lambda _item: self.info(),
+                                          file=sys.stderr)
             self._bar.__enter__()
         self._delivered = max(0, self._delivered + delta)
         step = min(self._delivered, self.total) - self._shown
@@ -144,7 +173,7 @@ def count_progress(cli: CliContext, label: str, total: int) -> Iterator[Callable
     if not cli.show_progress() or total <= 0:
         yield lambda _n: None
         return
-    with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"), show_pos=True,
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
                            show_eta=False) as bar:
         state = {"done": 0}
 

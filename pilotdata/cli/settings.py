@@ -3,43 +3,47 @@
 Settings come, strongest first, from command-line flags, environment variables, the configuration
 file, then the built-in defaults (the embedded SQLite files in the data directory):
 
-=================  =======================  ======================  ====================
+=================  =======================  ======================  ==========================================
 flag               environment variable     config file key         default
-=================  =======================  ======================  ====================
+=================  =======================  ======================  ==========================================
 ``--url``          ``PDATA_URL``            ``url``                 embedded SQLite file
 ``--namespace``    ``PDATA_NAMESPACE``      ``namespace``           ``default``
 ``--history-url``  ``PDATA_HISTORY_URL``    ``history_url``         SQLite file beside it
+``--checksum``     ``PDATA_CHECKSUM``       ``checksum``            ``blake3`` if installed, else ``sha256``
 ``--config``       ``PDATA_CONFIG``         (n/a)                   see :func:`config_path`
-=================  =======================  ======================  ====================
+=================  =======================  ======================  ==========================================
+
+``checksum`` is the algorithm recorded for the files ``pdata`` adds to DataUnits (``blake3``,
+``xxh128`` or ``sha256``; see :mod:`pilotdata.data.checksums`): files already recorded keep theirs.
 
 The file is TOML with top-level string keys only::
 
     url = "redis://:password@redis.example.org:6379/0"
     namespace = "blast-2024"
     history_url = "postgresql+psycopg://pd@db.example.org/history"
+    checksum = "xxh128"
 
-Python 3.11 reads it with :mod:`tomllib` (3.10 with ``tomli`` when installed); without either, the
-subset above (``key = "string"`` lines, comments, blank lines) is parsed here, and anything else is
-an error that says so. The file may hold a password: ``pdata`` never prints one.
+It is read with :mod:`tomllib` (``tomli``, its backport, on Python 3.10). The file may hold a
+password: ``pdata`` never prints one.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pilotdata.errors import DescriptionError, did_you_mean
 
-CONFIG_KEYS = ("url", "namespace", "history_url")
-"""The keys a configuration file may set."""
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, published for Python 3.10
+    import tomli as tomllib
 
-_LINE = re.compile(r"""\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|'[^']*')\s*(?:#.*)?""")
-_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\": "\\"}
+CONFIG_KEYS = ("url", "namespace", "history_url", "checksum")
+"""The keys a configuration file may set."""
 
 
 class ConfigError(DescriptionError):
@@ -57,59 +61,16 @@ def config_path() -> Path:
     return Path(platformdirs.user_config_dir("pilot-data", appauthor=False)) / "config.toml"
 
 
-def _toml_module() -> ModuleType | None:
-    """:mod:`tomllib` (Python >= 3.11), else ``tomli`` when installed, else ``None``."""
-    for name in ("tomllib", "tomli"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
-
-
-def parse_simple_toml(text: str, source: str = "config.toml") -> dict[str, str]:
-    """Parse the subset of TOML the configuration needs: ``key = "string"`` lines and comments.
-
-    Used when neither :mod:`tomllib` nor ``tomli`` is available; anything else raises
-    :class:`ConfigError` naming the file and line.
-    """
-    out: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _LINE.fullmatch(line)
-        if match is None:
-            raise ConfigError(
-                f"{source} line {number}: only `key = \"string\"` lines are understood without tomllib "
-                "(Python 3.10): install tomli for full TOML", field=f"{source}:{number}")
-        key, raw = match[1], match[2]
-        if key in out:
-            raise ConfigError(f"{source} line {number}: key {key!r} is set twice", field=key)
-        if raw.startswith("'"):
-            out[key] = raw[1:-1]
-        else:
-            try:
-                out[key] = re.sub(r"\\(.)", lambda m: _ESCAPES[m[1]], raw[1:-1])
-            except KeyError as exc:
-                raise ConfigError(f"{source} line {number}: unsupported escape \\{exc.args[0]}", field=key) from None
-    return out
-
-
 def load_config(path: Path) -> dict[str, str]:
     """Read and check a configuration file; :class:`ConfigError` names the file and the key at fault."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r}: {exc.strerror or exc}", field="config") from exc
-    toml = _toml_module()
-    data: Mapping[str, Any]
-    if toml is None:
-        data = parse_simple_toml(text, str(path))
-    else:
-        try:
-            data = toml.loads(text)
-        except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
-            raise ConfigError(f"config file {str(path)!r}: {exc}", field="config") from exc
+    try:
+        data: Mapping[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r}: {exc}", field="config") from exc
     out: dict[str, str] = {}
     for key, value in data.items():
         if key not in CONFIG_KEYS:

@@ -5,16 +5,21 @@
 ==========================  ==========================================================
 ``redis://``, ``rediss://``  Redis (TLS with ``rediss``), :mod:`.redis_backend`
 ``unix://``                  Redis over a Unix socket
-``sqlite:///path``           embedded SQLite (one machine, many processes, no server)
+``sqlite:///path``           embedded SQLite (one machine, many processes, no server), :mod:`.sqlite_backend`
 (nothing configured)         ``sqlite:///<user data dir>/pilot-data/coordination.sqlite``
 ==========================  ==========================================================
 
 The namespace comes from the ``namespace`` argument, else ``PDATA_NAMESPACE``, else ``default``.
+
+Modules: :mod:`.base` (the interface and its records), :mod:`.keys` (every Redis key),
+:mod:`.requeue` (what becomes of a lost pilot's work), :mod:`._codec` (what both backends share),
+the packages :mod:`.redis_backend` and :mod:`.sqlite_backend`.
 """
 
 from __future__ import annotations
 
 from pilotdata.config import default_coordination_url, default_namespace
+from pilotdata.coordination._codec import check_namespace
 from pilotdata.coordination.base import (
     SHARED_QUEUE,
     Coordination,
@@ -25,6 +30,7 @@ from pilotdata.coordination.base import (
     TransitionResult,
 )
 from pilotdata.errors import UnknownSchemeError
+from pilotdata.redaction import public_url
 
 __all__ = [
     "SHARED_QUEUE",
@@ -34,6 +40,7 @@ __all__ = [
     "RequeueResult",
     "TransitionRequest",
     "TransitionResult",
+    "check_namespace",
     "connect",
 ]
 
@@ -43,7 +50,7 @@ SCHEMES = ("redis", "rediss", "unix", "sqlite")
 def connect(url: str | None = None, namespace: str | None = None) -> Coordination:
     """Open the coordination backend at ``url`` (default: ``PDATA_URL`` or the embedded SQLite file)."""
     url = url or default_coordination_url()
-    ns = namespace or default_namespace()
+    ns = default_namespace() if namespace is None else namespace  # an explicit "" is an error, not the default
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("redis", "rediss", "unix"):
         from pilotdata.coordination.redis_backend import RedisCoordination
@@ -53,8 +60,7 @@ def connect(url: str | None = None, namespace: str | None = None) -> Coordinatio
         from pilotdata.coordination.sqlite_backend import SQLiteCoordination
 
         return SQLiteCoordination(url, namespace=ns)
-    shown = url.split("@")[-1] if "@" in url else url
     raise UnknownSchemeError(
-        f"coordination URL {shown!r}: unknown scheme {scheme!r}; supported: "
+        f"coordination URL {public_url(url)!r}: unknown scheme {scheme!r}; supported: "
         + ", ".join(f"{s}://" for s in SCHEMES)
     )

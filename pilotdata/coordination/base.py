@@ -1,8 +1,9 @@
 """The coordination interface: what agents and services share, whichever backend holds it.
 
 Two backends implement :class:`Coordination` and pass one conformance suite
-(``tests/coordination/``): Redis (:mod:`pilotdata.coordination.redis_backend`) and embedded SQLite
-(:mod:`pilotdata.coordination.sqlite_backend`).
+(``tests/coordination/conformance/``, which a third backend's tests subclass): Redis
+(:mod:`pilotdata.coordination.redis_backend`) and embedded SQLite (:mod:`pilotdata.coordination.sqlite_backend`).
+What :meth:`Coordination.requeue_lost` decides is the pure :func:`pilotdata.coordination.requeue.plan_requeue`.
 
 Model
 -----
@@ -17,6 +18,12 @@ Model
 * **Queues** hold CU ids: one shared queue and one per pilot. :meth:`claim` is a blocking *reliable*
   pop: each claimed id moves atomically into the claiming pilot's in-progress list, so a dead pilot's
   work can be found and requeued; an id is handed to exactly one claimer.
+* **Unbound CUs**: CUs recorded with a ``binder`` (the client that binds them late) sit in its unbound
+  set, under a lease the binder renews (:meth:`hold_unbound`); leaving New takes a CU out atomically.
+  When a lease lapses, :meth:`adopt_unbound` puts that binder's CUs on the shared queue.
+* **Ownership**: a :class:`TransitionRequest` with ``owner`` applies only while the CU is in that
+  pilot's in-progress list, checked atomically with the state; with ``queue`` it enqueues the CU in the
+  same step (a bind or a hand-back is never recorded without its queue entry).
 * **Liveness**: :meth:`heartbeat` sets a key with a TTL and adds the pilot to the live set;
   :meth:`expired_pilots` lists live-set pilots whose heartbeat lapsed; :meth:`requeue_lost` atomically
   takes a lost pilot's claimed work back (only the first of several concurrent detectors gets it).
@@ -76,6 +83,19 @@ class TransitionRequest:
     """Top-level ``data`` keys set in the same atomic step when the move applies (``None`` deletes a key)."""
     release: bool = False
     """When the move applies, also remove the id from ``pilot``'s in-progress list (same atomic step)."""
+    owner: str | None = None
+    """Apply only while the id is in this pilot's in-progress list (checked in the same atomic step).
+
+    An agent sets it on every move of a CU it claimed: once the CU was taken back (its pilot declared
+    lost, the work requeued) or handed to another pilot, the old pilot's moves are refused, so a pilot
+    that no longer owns a CU can never move it."""
+    queue: str | None = None
+    """When the move applies, also put the id on a queue in the same atomic step: ``""``
+    (:data:`SHARED_QUEUE`) for the shared queue, a pilot id for that pilot's own queue. ``None``: none.
+    A bind (New -> Pending) or a hand-back (-> Pending) is then never recorded without its queue entry."""
+    front: bool = False
+    """With ``queue``: at the front, so the next claims take it first (returned work). Ids that one
+    call puts at the front of one queue keep their request order."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,10 @@ class Event:
     pilot: str | None
     attempt: int
     detail: dict[str, Any]
+    """The move's detail. A ComputeUnit's creation event (``from_state`` ``None``, ``to_state`` New)
+    carries the facts about it that never change, so readers of the stream need not read its record:
+    ``{"run": ..., "name": ..., "slots": ...}`` (its run, its description's ``name`` and
+    ``number_of_processes``; each ``None`` when absent). Other creation events: ``{}``."""
 
 
 @dataclass(frozen=True)
@@ -166,8 +190,24 @@ class Coordination(ABC):
         return self.get(kind, entity_id)
 
     @abstractmethod
-    def create_many(self, kind: Kind | str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """Create many entities in one round trip / transaction (all or nothing)."""
+    def create_many(
+        self, kind: Kind | str, items: Sequence[tuple[str, Mapping[str, Any]]], *, binder: str | None = None,
+        queue: str | None = None, detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create many entities in one round trip / transaction (all or nothing).
+
+        ``binder`` (CUs only): the client that will bind them. They are recorded as *unbound*, held by
+        that binder's lease (:meth:`hold_unbound`), in the same atomic step as their creation; leaving
+        New (a bind, a cancel, a failure) takes them out of it. If the lease lapses before they are
+        bound (the client died), :meth:`adopt_unbound` hands them out, so a client's death never
+        strands a recorded CU.
+
+        ``queue`` (CUs only, not with ``binder``): CUs bound as they are recorded. Each is created and
+        moved New -> Pending at the back of that queue (``""``: the shared queue, else that pilot's), in
+        order, with ``detail`` as the move's detail, in the same atomic step: both events are appended,
+        exactly as a create followed by :meth:`transition_many` with ``queue`` would record them, with
+        no moment at which a CU is New.
+        """
 
     @abstractmethod
     def get(self, kind: Kind | str, entity_id: str) -> EntityRecord:
@@ -301,6 +341,29 @@ class Coordination(ABC):
         shared queue unchanged; a started one returns to Pending with attempt+1 and goes to the front
         of the shared queue while ``attempt < max_reassign``, and otherwise becomes Failed with the
         reason in its detail. All of it is one atomic step (Lua script / one transaction).
+        """
+
+    # ------------------------------------------------------------------ unbound
+    @abstractmethod
+    def hold_unbound(self, binder: str, ttl: float) -> None:
+        """Renew ``binder``'s lease on the unbound CUs it recorded for ``ttl`` seconds (``ttl`` 0 ends it).
+
+        A binder renews it more often than ``ttl`` for as long as it keeps CUs unbound (late binding);
+        ``binder`` is 1-128 characters of letters, digits and ``._:-``.
+        """
+
+    @abstractmethod
+    def unbound(self, binder: str | None = None) -> list[str]:
+        """The unbound CUs of ``binder`` (of every binder when ``None``), in the order they were recorded."""
+
+    @abstractmethod
+    def adopt_unbound(self) -> list[str]:
+        """Hand out the unbound CUs of every binder whose lease has lapsed, atomically; return their ids.
+
+        Each still-New CU moves to Pending onto the back of the shared queue (any pilot may run it),
+        with ``{"reason": ..., "adopted_from": binder}`` as the event detail; the binder's unbound set
+        is then forgotten. One atomic step (Lua script / transaction): of several concurrent adopters
+        exactly one gets each CU. Any live participant may call it (agents do on every heartbeat).
         """
 
     # -------------------------------------------------------------------- events

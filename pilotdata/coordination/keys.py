@@ -3,7 +3,8 @@
 All keys of a namespace ``<ns>`` start with ``pd:{<ns>}:``. The braces are a Redis Cluster *hash tag*:
 every key of one namespace hashes to the same slot, so the Lua scripts of
 :mod:`pilotdata.coordination.redis_backend` may touch any of them atomically. A namespace therefore
-must not contain ``{`` or ``}``.
+must not contain ``{`` or ``}`` (:func:`pilotdata.coordination._codec.check_namespace`, which both
+backends apply).
 
 =====================================  ===========  ===============================  =====================
 pattern                                type         owner (writer)                   TTL
@@ -24,21 +25,30 @@ pattern                                type         owner (writer)              
 ``pd:{<ns>}:hb:<pilot>``               string       ``heartbeat`` (value: time)      the heartbeat ttl
 ``pd:{<ns>}:live``                     set          ``heartbeat`` adds; ``retire`` / none
                                                     ``requeue_lost`` remove
+``pd:{<ns>}:ub:<binder>``              sorted set   ``create_many(binder=...)``      none (``adopt_unbound``
+                                                    adds (score: creation order);    deletes it)
+                                                    a move out of New removes
+``pd:{<ns>}:ubn``                      set          ``create_many(binder=...)``:     none
+                                                    binders with unbound CUs
+``pd:{<ns>}:bl:<binder>``              string       ``hold_unbound`` (value: time)   the lease ttl
 ``pd:{<ns>}:ev``                       stream       every transition, ``create``,    none; trimmed by the
                                                     ``record_event``                 history writer
                                                                                      (``trim_events``)
 =====================================  ===========  ===============================  =====================
 
 Entity hash fields: ``state``, ``attempt``, ``pilot``, ``created``, ``updated``, ``detail`` (JSON),
-``t_<State>`` (epoch seconds the entity last entered ``<State>``) and one ``d:<key>`` per top-level
-data key, holding that value as JSON. Event stream entry fields: ``entity``, ``id``, ``from``, ``to``,
+``t_<State>`` (epoch seconds the entity last entered ``<State>``), ``binder`` (a CU recorded unbound:
+the binder whose set holds it, removed when it leaves New) and one ``d:<key>`` per top-level data key,
+holding that value as JSON. Event stream entry fields: ``entity``, ``id``, ``from``, ``to``,
 ``time``, ``pilot``, ``attempt``, ``detail`` (JSON); ``from`` / ``to`` / ``pilot`` are left out when
-they are ``None``. Nothing secret is ever written to any of these keys.
+they are ``None``. A ComputeUnit's creation event (``to`` New, no ``from``) has the detail
+``{"run", "name", "slots"}`` (:func:`pilotdata.coordination._codec.creation_detail`). Nothing secret
+is ever written to any of these keys.
 """
 
 from __future__ import annotations
 
-from pilotdata.errors import DescriptionError
+from pilotdata.coordination._codec import check_namespace
 
 __all__ = ["DATA_PREFIX", "TIME_PREFIX", "RedisKeys"]
 
@@ -53,13 +63,7 @@ class RedisKeys:
     """Builds the keys of one namespace (see the module table)."""
 
     def __init__(self, namespace: str) -> None:
-        if not namespace or "{" in namespace or "}" in namespace:
-            raise DescriptionError(
-                f"namespace {namespace!r} must be non-empty and contain no '{{' or '}}'",
-                field="namespace",
-                value=namespace,
-            )
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.prefix = f"pd:{{{namespace}}}:"
         """Common prefix of every key of this namespace (with its hash tag)."""
         self.shared_queue = self.prefix + "q"
@@ -74,6 +78,12 @@ class RedisKeys:
         """Set of pilots that heartbeat (the live set)."""
         self.events = self.prefix + "ev"
         """The event stream."""
+        self.unbound_prefix = self.prefix + "ub:"
+        """Prefix of binders' unbound sets (``+ <binder>``); scripts build the keys from it."""
+        self.binders = self.prefix + "ubn"
+        """Set of binders that have an unbound set."""
+        self.lease_prefix = self.prefix + "bl:"
+        """Prefix of binders' lease keys (``+ <binder>``)."""
 
     def entity_prefix(self, kind: str) -> str:
         """Prefix of every entity hash of ``kind`` (``+ <id>``); scripts build entity keys from it."""
@@ -94,6 +104,14 @@ class RedisKeys:
     def claimed(self, pilot: str) -> str:
         """A pilot's in-progress list (claimed CU ids, claim order)."""
         return self.claimed_prefix + pilot
+
+    def unbound(self, binder: str) -> str:
+        """A binder's unbound CUs (sorted set, creation order)."""
+        return self.unbound_prefix + binder
+
+    def lease(self, binder: str) -> str:
+        """A binder's lease key (expires after the lease ttl)."""
+        return self.lease_prefix + binder
 
     def heartbeat(self, pilot: str) -> str:
         """A pilot's heartbeat key (expires after the heartbeat ttl)."""

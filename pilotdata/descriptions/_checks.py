@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pilotdata.errors import DescriptionError
+from pilotdata.redaction import is_secret_name, redact_url
 
 Check = Callable[[str, Any], Any]
 """A field checker: ``(path, raw value) -> normalised value``."""
-
-SECRET_MARKERS = ("key", "secret", "password", "passwd", "token", "passphrase", "credential")
-"""An option name whose lower-cased form contains one of these (or starts with ``aws_``) is secret."""
 
 
 def show(value: object, limit: int = 60) -> str:
@@ -40,14 +38,31 @@ def fail(path: str, value: object, expected: str) -> DescriptionError:
 
 
 def text(path: str, value: Any) -> str:
-    """A non-empty string (not just white space)."""
-    if not isinstance(value, str) or not value.strip():
-        raise fail(path, value, "a non-empty string")
+    """A non-empty string (not just white space) without NUL (no path, argv or name can hold one)."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise fail(path, value, "a non-empty string without NUL")
     return value
 
 
-def integer(minimum: int) -> Check:
-    """Checker for an integer >= ``minimum``; integral floats and digit strings are accepted."""
+NAME_MAX = 256
+"""Longest ``name`` of a description (it is shown in listings, reports and history)."""
+
+
+def name(path: str, value: Any) -> str:
+    """A display name: :func:`text` of at most :data:`NAME_MAX` characters, no control characters."""
+    checked = text(path, value)
+    if len(checked) > NAME_MAX or any(ord(ch) < 32 or ord(ch) == 127 for ch in checked):
+        raise fail(path, checked, f"a name of at most {NAME_MAX} characters without control characters "
+                                  f"({len(checked)} characters given)")
+    return checked
+
+
+MAX_PROCESSES = 2**24
+"""More processes (cores) than any one allocation holds: a larger count could never run anywhere."""
+
+
+def integer(minimum: int, maximum: int | None = None) -> Check:
+    """Checker for an integer >= ``minimum`` (and <= ``maximum``); integral floats and digit strings are accepted."""
 
     def check(path: str, value: Any) -> int:
         expected = f"an integer >= {minimum}"
@@ -58,6 +73,8 @@ def integer(minimum: int) -> Check:
             value = int(value)
         if not isinstance(value, int) or value < minimum:
             raise fail(path, value, expected)
+        if maximum is not None and value > maximum:
+            raise fail(path, value, f"an integer from {minimum} to {maximum}")
         return value
 
     return check
@@ -107,13 +124,20 @@ def string_list(path: str, value: Any) -> tuple[str, ...]:
             hint = "['arg1', 'arg2']"
         raise DescriptionError(
             f"{path}: expected a list of strings, got a single string {show(value)}; "
-            f"use a list such as {hint} (arguments are passed without a shell)",
+            f"use a list such as {hint} (one item per argument)",
             field=path,
             value=value,
         )
     if not isinstance(value, (list, tuple)):
         raise fail(path, value, "a list of strings")
     return tuple(_scalar_str(f"{path}[{i}]", item) for i, item in enumerate(value))
+
+
+def boolean(path: str, value: Any) -> bool:
+    """``True`` or ``False`` (nothing else: ``"false"`` and ``0`` are errors, not a silent ``False``)."""
+    if not isinstance(value, bool):
+        raise fail(path, value, "true or false")
+    return value
 
 
 def str_map(path: str, value: Any) -> Mapping[str, str]:
@@ -161,15 +185,6 @@ def relative_path(path: str, value: Any) -> str:
 # -- URLs ----------------------------------------------------------------------------------------
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _split_url(path: str, value: str, example: str) -> tuple[str, str, str]:
@@ -252,6 +267,98 @@ def file_urls(path: str, value: Any) -> tuple[str, ...]:
             )
         seen[name] = i
     return items
+
+
+# -- file transfers (BigJob's "URL > target") -----------------------------------------------------
+
+WORK_DIR_PLACEHOLDER = "BIGJOB_WORK_DIR"
+"""BigJob's name for "the working directory itself" as a transfer target."""
+
+_TRANSFER = re.compile(r"^(?P<source>.*?)\s*(?P<op>>>|<<|>|<)\s*(?P<target>.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class FileTransfer:
+    """One BigJob ``file_transfer`` entry: copy ``source`` into the working directory as ``target``.
+
+    ``source`` is a URL (``file://``, ``ssh://``/``sftp://``, ``s3://``, any store scheme) or an
+    absolute path, read on the pilot's host; ``ssh:///path`` (no host) is a path on the pilot's host too.
+    ``target`` is a relative file name inside the working directory.
+    """
+
+    source: str
+    target: str
+
+    def to_json(self) -> str:
+        """BigJob's spelling: ``"SOURCE > TARGET"``."""
+        return f"{self.source} > {self.target}"
+
+
+def _transfer_source(path: str, source: str) -> str:
+    expected = "a URL such as 'ssh://host/path/file' or an absolute path"
+    if not source or "\0" in source or "\n" in source:
+        raise fail(path, source, expected)
+    if _URL.match(source):
+        scheme, _netloc, rest = _split_url(path, source, "ssh://host/path/file")
+        if not rest.rstrip("/") or rest.endswith("/"):
+            raise fail(path, source, f"a {scheme} URL naming a file")
+        return source
+    if not source.startswith("/") or source.endswith("/"):
+        raise fail(path, source, expected)
+    return source
+
+
+def file_transfers(path: str, value: Any) -> tuple[FileTransfer, ...]:
+    """BigJob's ``file_transfer`` list: ``"SOURCE > TARGET"`` or ``"SOURCE"`` strings.
+
+    Only stage-in (``>``) exists here: ``<`` (stage out) and ``>>``/``<<`` (append) are errors that say
+    what to use instead. A missing target, ``BIGJOB_WORK_DIR``, ``.`` or a target ending in ``/`` keeps
+    the source's file name (what BigJob did with every target); any other target is a relative name.
+    """
+    if isinstance(value, str):
+        raise DescriptionError(
+            f"{path}: expected a list of 'SOURCE > TARGET' strings, got a single string {show(value)}; "
+            f"use [{show(value)}]",
+            field=path,
+            value=value,
+        )
+    if not isinstance(value, (list, tuple)):
+        raise fail(path, value, "a list of 'SOURCE > TARGET' strings")
+    out: list[FileTransfer] = []
+    for i, entry in enumerate(value):
+        where = f"{path}[{i}]"
+        if isinstance(entry, FileTransfer):
+            entry = entry.to_json()
+        if not isinstance(entry, str) or not entry.strip():
+            raise fail(where, entry, "a 'SOURCE > TARGET' string")
+        match = _TRANSFER.match(entry.strip())
+        source, target = (match["source"], match["target"]) if match else (entry.strip(), "")
+        if match and match["op"] != ">":
+            what = {"<": "copies a file back out of the working directory ('<')",
+                    ">>": "appends to the target ('>>')", "<<": "appends back out ('<<')"}[match["op"]]
+            raise DescriptionError(
+                f"{where}: {show(entry)} {what}, which pilot-data does not do: file_transfer only stages "
+                "files in ('SOURCE > TARGET'); keep outputs with output_data (a DataUnit) and export them",
+                field=where,
+                value=entry,
+            )
+        source = _transfer_source(where, source.strip())
+        target = target.strip()
+        if target.rstrip("/") in ("", WORK_DIR_PLACEHOLDER, "."):
+            target = source.rstrip("/").rsplit("/", 1)[-1]
+        elif target.endswith("/"):
+            target = target + source.rstrip("/").rsplit("/", 1)[-1]
+        out.append(FileTransfer(source, relative_path(where, target)))
+    seen: dict[str, int] = {}
+    for i, transfer in enumerate(out):
+        if transfer.target in seen:
+            raise DescriptionError(
+                f"{path}[{i}]: target {transfer.target!r} is also the target of {path}[{seen[transfer.target]}]",
+                field=f"{path}[{i}]",
+                value=transfer.to_json(),
+            )
+        seen[transfer.target] = i
+    return tuple(out)
 
 
 # -- sizes -----------------------------------------------------------------------------------------
@@ -365,9 +472,10 @@ def data_refs(*, subset_required: bool) -> Check:
 
 
 def is_secret_key(key: str) -> bool:
-    """True for option names that look like credentials (see :data:`SECRET_MARKERS`, ``aws_*``)."""
-    lowered = key.lower()
-    return lowered.startswith("aws_") or any(marker in lowered for marker in SECRET_MARKERS)
+    """True for option names that hold credentials: the project's one rule,
+    :func:`pilotdata.redaction.is_secret_name` (``key_filename``, ``aws_region`` and ``aws_profile``
+    are not secrets; ``session`` and ``sock`` are)."""
+    return is_secret_name(key)
 
 
 def _public(path: str, value: Any) -> Any:
@@ -393,11 +501,22 @@ def _public(path: str, value: Any) -> Any:
     )
 
 
+BOOLEAN_OPTIONS = frozenset({
+    "auto_mkdir", "anon", "use_ssl", "look_for_keys", "allow_agent", "version_aware", "requester_pays",
+    "skip_instance_cache", "use_listings_cache", "listings_expiry_time_disabled", "fixed_upload_size",
+})
+"""fsspec / s3fs / paramiko options that take true or false: anything else would be read as truthy."""
+
+
 def storage_options(path: str, value: Any) -> Mapping[str, Any]:
-    """fsspec options for a store, kept in memory as given (read-only); values are never echoed."""
+    """fsspec options for a store, kept in memory as given (read-only); values are never echoed, except
+    for the known boolean options (:data:`BOOLEAN_OPTIONS`), which must be true or false."""
     if not isinstance(value, Mapping):
         raise DescriptionError(f"{path}: expected a dict, got a {type(value).__name__}", field=path)
     _public(path, value)  # validates names and the public values
+    for key in BOOLEAN_OPTIONS.intersection(value):
+        if not isinstance(value[key], bool):
+            raise fail(f"{path}.{key}", value[key], "true or false")
     return MappingProxyType(dict(value))
 
 

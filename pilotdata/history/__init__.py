@@ -21,7 +21,7 @@ Typical use::
 from __future__ import annotations
 
 from pilotdata.history import queries
-from pilotdata.history.models import DrainMark, Event, History, Transfer, redact_url
+from pilotdata.history.models import DrainMark, Event, History, Transfer
 from pilotdata.history.queries import (
     BandwidthSample,
     CUTimeline,
@@ -36,6 +36,7 @@ from pilotdata.history.queries import (
     transfers,
 )
 from pilotdata.history.writer import TRANSFER_ENTITY, HistoryWriter, source_id
+from pilotdata.redaction import redact_url
 
 __all__ = [
     "TRANSFER_ENTITY",

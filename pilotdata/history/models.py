@@ -2,7 +2,8 @@
 that opens a history database (SQLite file in WAL mode, or PostgreSQL), creates the schema and turns
 SQLAlchemy errors into :class:`~pilotdata.errors.HistoryError`.
 
-Three append-only tables; nothing in pilot-data updates or deletes their rows:
+Three append-only tables; nothing in pilot-data deletes their rows (the only update: a transfer row
+written before byte categories existed gets its ``category`` filled in once, see :func:`migrate`):
 
 ``history_events`` (:class:`Event`)
     One row per coordination event that is not a transfer record: state transitions (``from_state`` ->
@@ -17,13 +18,18 @@ Every row carries ``source`` (coordination namespace + redacted backend URL, see
 :func:`pilotdata.history.writer.source_id`) and the coordination ``cursor``; ``UNIQUE(source, cursor)``
 on the events and transfers tables is what makes draining idempotent.
 
+Derived from them, and rebuilt from them when needed, the *index* tables of
+:mod:`pilotdata.history.index` hold the current view of every ComputeUnit, pilot and run for fast
+listing and counting (:mod:`pilotdata.inspect` queries them).
+
 Times are ``float`` epoch seconds (UTC), exactly as the coordination backends stamp them
 (:func:`pilotdata.coordination.base.now`): no time-zone conversion, differences are durations.
 """
 
 from __future__ import annotations
 
-import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,8 +46,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    select,
     text,
+    update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -50,8 +59,10 @@ from sqlalchemy.pool import StaticPool
 
 from pilotdata.config import default_history_url
 from pilotdata.errors import HistoryError
+from pilotdata.records import transfer_category
+from pilotdata.redaction import redact_url, scrub
 
-__all__ = ["Base", "DrainMark", "Event", "History", "Transfer", "redact_url"]
+__all__ = ["Base", "DrainMark", "Event", "History", "Transfer", "migrate"]
 
 _JSON = JSON().with_variant(JSONB(), "postgresql")
 # BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" is the autoincrementing rowid.
@@ -106,6 +117,8 @@ class Transfer(Base):
         Index("ix_history_transfers_du", "du"),
         Index("ix_history_transfers_time", "time"),
         Index("ix_history_transfers_pair", "source_url", "destination_url"),
+        Index("ix_history_transfers_run", "source", "run", "category"),
+        Index("ix_history_transfers_cu", "source", "cu"),
     )
 
     id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
@@ -123,8 +136,15 @@ class Transfer(Base):
     pilot: Mapped[str | None] = mapped_column(String)
     time: Mapped[float] = mapped_column(Double)
     ok: Mapped[bool]
+    category: Mapped[str | None] = mapped_column(String, nullable=True)
+    """The byte category (:class:`pilotdata.records.ByteCategory` value): uploaded, replicated, staged,
+    linked, cache_hit or output."""
+    cu: Mapped[str | None] = mapped_column(String, nullable=True)
+    """The ComputeUnit the bytes were moved for (its inputs and outputs), if any."""
+    run: Mapped[str | None] = mapped_column(String, nullable=True)
+    """The run the bytes belong to (from the record, else from the CU's run)."""
     detail: Mapped[dict[str, Any]] = mapped_column(_JSON, default=dict)
-    """Any further keys of the record (``reason``, ``files``, ...)."""
+    """Any further keys of the record (``reason``, ``files``, ``source_pd``, ...)."""
 
     def __repr__(self) -> str:
         return (
@@ -155,14 +175,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
 """Default ``connect_timeout`` for PostgreSQL (a URL query parameter overrides it)."""
 _SCHEMA_LOCK_KEY = 0x70646174  # "pdat": serialises concurrent schema creation on PostgreSQL
-
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@]*):(?P<password>[^@/]*)@")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` reduced to ``user:***@`` (safe to print, log and store)."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
-
+_WRITE_LOCK_KEY = 0x70647772  # "pdwr": serialises history writers on PostgreSQL (see History.lock)
 
 class History:
     """One history database: SQLite file (WAL) or PostgreSQL, chosen by SQLAlchemy URL.
@@ -197,10 +210,6 @@ class History:
             sa_url = make_url(raw)
         except (SQLAlchemyError, ValueError) as exc:
             shown = redact_url(raw)
-            if "@" in shown and ":***@" not in shown:  # unparsable: hide whatever precedes the host
-                head, _, host = shown.rpartition("@")
-                scheme = head.split("://", 1)[0] + "://" if "://" in head else ""
-                shown = f"{scheme}***@{host}"
             raise HistoryError(
                 f"history URL {shown!r} is not a database URL; expected sqlite:///path or "
                 "postgresql+psycopg://user@host:port/db"
@@ -244,6 +253,16 @@ class History:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
             Base.metadata.create_all(conn)
+            migrate(conn)
+
+    def lock(self, conn: Connection) -> None:
+        """Serialise writers of this database for the rest of ``conn``'s transaction.
+
+        SQLite's ``BEGIN IMMEDIATE`` already does; on PostgreSQL an advisory transaction lock makes the
+        history writers commit one after another, so the index tables are folded in stream order.
+        """
+        if self.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK_KEY})
 
     # ------------------------------------------------------------------ access
     def _reason(self, exc: BaseException) -> str:
@@ -252,9 +271,7 @@ class History:
         reason = str(orig if orig is not None else exc).strip().splitlines()
         message = reason[0] if reason else type(exc).__name__
         password = self._sa_url.password
-        if password:
-            message = message.replace(str(password), "***")
-        return redact_url(message)
+        return scrub(message, [str(password)] if password else [])
 
     @contextmanager
     def guard(self, action: str) -> Iterator[None]:
@@ -292,6 +309,53 @@ class History:
         return f"History({self.url!r})"
 
 
+def migrate(conn: Connection) -> None:
+    """Bring a history database written by an older pilot-data up to this schema (idempotent).
+
+    Adds the nullable columns and the indexes that tables created earlier lack (``ALTER TABLE ... ADD
+    COLUMN``, on SQLite and PostgreSQL alike), then fills in the ``category`` of transfer rows stored
+    before categories existed (:func:`pilotdata.records.transfer_category`). Runs inside the schema
+    transaction, so concurrent openers do it once.
+    """
+    added: set[tuple[str, str]] = set()
+    inspector = sa_inspect(conn)
+    preparer = conn.dialect.identifier_preparer
+    for table in Base.metadata.sorted_tables:
+        existing = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in existing and c.nullable]
+        for column in missing:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table.name)} "
+                                 f"ADD COLUMN {preparer.quote(column.name)} {kind}")
+            added.add((table.name, column.name))
+        if missing:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+    if (Transfer.__tablename__, "category") in added:
+        rows = conn.execute(select(Transfer.id, Transfer.source_url, Transfer.destination_url,
+                                   Transfer.detail).where(Transfer.category.is_(None))).all()
+        for row in rows:
+            category = transfer_category(dict(row.detail or {}), row.source_url, row.destination_url)
+            conn.execute(update(Transfer).where(Transfer.id == row.id).values(category=category.value))
+
+
+def _ensure_wal(cursor: Any) -> None:
+    """Switch a new database file to WAL once. Two processes opening a new history at the same moment
+    both try; the switch needs the file to itself and does not wait out the busy timeout, so the loser
+    retries (bounded) and then finds WAL already set."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
     """Busy timeout, WAL, and explicit transactions (``BEGIN IMMEDIATE`` for writes) on pysqlite."""
 
@@ -302,7 +366,7 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             if wal:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _ensure_wal(cursor)
                 cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()

@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from pilotdata.history.models import DrainMark, Event, History, Transfer
+from pilotdata.records import MOVED_CATEGORIES
+from pilotdata.states import ComputeUnitState, Kind
 
 __all__ = [
     "BandwidthSample",
@@ -66,6 +68,11 @@ class TransferRecord:
     time: float
     ok: bool
     detail: dict[str, Any]
+    category: str | None = None
+    """The byte category (:class:`pilotdata.records.ByteCategory` value)."""
+    cu: str | None = None
+    """The ComputeUnit the bytes were moved for."""
+    run: str | None = None
 
     @property
     def bytes_per_second(self) -> float | None:
@@ -122,7 +129,7 @@ def _event_record(row: Event) -> EventRecord:
 def _transfer_record(row: Transfer) -> TransferRecord:
     return TransferRecord(
         row.id, row.source, row.cursor, row.du, row.bytes, row.seconds, row.source_url,
-        row.destination_url, row.pilot, row.time, bool(row.ok), dict(row.detail or {}),
+        row.destination_url, row.pilot, row.time, bool(row.ok), dict(row.detail or {}), row.category, row.cu, row.run,
     )
 
 
@@ -210,7 +217,7 @@ def transfers(
 def completions(history: History, cu_id: str, *, source: str | None = None) -> int:
     """How many times ComputeUnit ``cu_id`` was recorded entering Done (1 if it completed, never more)."""
     query = select(func.count(Event.id)).where(
-        Event.entity == "cu", Event.entity_id == cu_id, Event.to_state == "Done"
+        Event.entity == Kind.CU.value, Event.entity_id == cu_id, Event.to_state == ComputeUnitState.DONE.value
     )
     if source is not None:
         query = query.where(Event.source == source)
@@ -223,7 +230,8 @@ def bandwidth_samples(
 ) -> list[BandwidthSample]:
     """Total bytes and seconds of successful, timed transfers per (source URL, destination URL) pair.
 
-    This is the evidence the placement bandwidth model learns from; pairs are sorted by URL.
+    This is the evidence the placement bandwidth model learns from; pairs are sorted by URL. Links and
+    cache hits moved no bytes over any network and are left out.
     """
     query = (
         select(
@@ -233,7 +241,8 @@ def bandwidth_samples(
             func.sum(Transfer.seconds),
             func.count(Transfer.id),
         )
-        .where(Transfer.ok.is_(True), Transfer.seconds > 0)
+        .where(Transfer.ok.is_(True), Transfer.seconds > 0,
+               or_(Transfer.category.is_(None), Transfer.category.in_([c.value for c in MOVED_CATEGORIES])))
         .group_by(Transfer.source_url, Transfer.destination_url)
         .order_by(Transfer.source_url, Transfer.destination_url)
     )
@@ -261,7 +270,7 @@ def cu_timeline(
     Built from the CU transitions recorded between ``since`` and ``until`` (all of them by default),
     for ``cu_ids`` (all CUs by default); sorted by first recorded event.
     """
-    query = select(Event).where(Event.entity == "cu", Event.to_state.is_not(None))
+    query = select(Event).where(Event.entity == Kind.CU.value, Event.to_state.is_not(None))
     ids = None if cu_ids is None else sorted(set(cu_ids))
     if ids is not None:
         if not ids:

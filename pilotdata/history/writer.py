@@ -17,10 +17,16 @@ Why this is idempotent and restart-safe:
   is the furthest point stored. Cursors are opaque: they are never compared, in SQL or here.
 * ``trim=True`` trims the coordination stream only up to a cursor that is stored. Trim only when this
   history is the stream's sole consumer.
+
+The same transaction folds the batch's new events into the index tables (:mod:`pilotdata.history.index`),
+reading what events do not carry (a CU's run and name, a pilot's labels) from coordination; writers
+take :meth:`History.lock` so folds apply in stream order. Transfer rows get their byte ``category``
+(:func:`pilotdata.records.transfer_category`), the ``cu`` they were made for and its ``run``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -34,16 +40,23 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from pilotdata.coordination.base import Coordination, now
 from pilotdata.coordination.base import Event as CoordinationEvent
 from pilotdata.errors import CoordinationError, HistoryError
-from pilotdata.history.models import DrainMark, Event, History, Transfer, redact_url
+from pilotdata.history.index import INDEX_VERSION as _INDEX_VERSION
+from pilotdata.history.index import CoordinationLookup, CURow, IndexMark, ensure_index, fold
+from pilotdata.history.models import DrainMark, Event, History, Transfer
+from pilotdata.records import TRANSFER_EVENT, transfer_category
+from pilotdata.redaction import redact_url
 
 __all__ = ["TRANSFER_ENTITY", "HistoryWriter", "source_id"]
 
 log = logging.getLogger(__name__)
 
-TRANSFER_ENTITY = "transfer"
+TRANSFER_ENTITY = TRANSFER_EVENT
 """Events with this ``entity`` are transfer records and go to the transfers table."""
-_TRANSFER_KEYS = frozenset({"du", "bytes", "seconds", "source", "destination", "ok"})
-DEFAULT_BATCH_SIZE = 500
+_TRANSFER_KEYS = frozenset({"du", "bytes", "seconds", "source", "destination", "ok", "category", "cu", "run"})
+DEFAULT_BATCH_SIZE = 2000
+_EVENT_COLUMNS = ("source", "cursor", "entity", "entity_id", "from_state", "to_state", "time", "pilot", "attempt",
+                  "detail")
+"""The columns :meth:`HistoryWriter._insert_events` writes (``detail`` last: JSON)."""
 
 
 def source_id(coordination: Coordination) -> str:
@@ -72,6 +85,24 @@ class HistoryWriter:
         self.batch_size = batch_size
         self.source: str = source_id(coordination)
         """This stream's ``source`` value in every row the writer stores."""
+        self._lookup = CoordinationLookup(coordination)
+        self._index_ready = False
+
+    def ensure_index(self) -> bool:
+        """Build this source's index tables from the stored events if they are missing or outdated
+        (a history written by an older pilot-data); True if they were rebuilt."""
+        if self._index_ready:
+            return False
+        query = select(IndexMark.version).where(IndexMark.source == self.source)
+        with self.history.read("read the index version") as conn:
+            ready = conn.execute(query).scalar_one_or_none() == _INDEX_VERSION
+        rebuilt = False
+        if not ready:
+            with self.history.write(f"rebuild the index of {self.source}") as conn:
+                self.history.lock(conn)
+                rebuilt = ensure_index(conn, self.source, self._lookup)
+        self._index_ready = True
+        return rebuilt
 
     def stored_cursor(self) -> str | None:
         """The cursor up to which this source's events are stored (``None``: nothing stored yet)."""
@@ -94,6 +125,7 @@ class HistoryWriter:
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
+        self.ensure_index()
         cursor = self.stored_cursor()
         new = seen = 0
         while limit is None or seen < limit:
@@ -128,6 +160,7 @@ class HistoryWriter:
         while not stop_event.is_set():
             try:
                 if resume:
+                    self.ensure_index()
                     cursor = self.stored_cursor()
                     resume = False
                 events = self.coordination.events_after(cursor, limit=self.batch_size, block=interval)
@@ -166,11 +199,23 @@ class HistoryWriter:
             else:
                 event_rows.append(self._event_row(ev))
         with self.history.write(f"store {len(events)} events of {self.source}") as conn:
+            self.history.lock(conn)
+            if not self._index_ready:
+                ensure_index(conn, self.source, self._lookup)
+                self._index_ready = True
             new = 0
             if event_rows:
-                stmt = self._insert_ignore(Event).returning(Event.id)
-                new += len(conn.execute(stmt, event_rows).all())
+                if self._none_stored(conn, events):  # the usual case: one plain executemany
+                    self._insert_events(conn, event_rows)
+                    fresh = event_rows
+                else:  # a batch drained before (in part): learn which rows are new
+                    stmt = self._insert_ignore(Event).returning(Event.cursor)
+                    stored = set(conn.execute(stmt, event_rows).scalars())
+                    fresh = [r for r in event_rows if r["cursor"] in stored]
+                new += len(fresh)
+                fold(conn, self.source, fresh, self._lookup)
             if transfer_rows:
+                self._fill_runs(conn, transfer_rows)
                 stmt = self._insert_ignore(Transfer).returning(Transfer.id)
                 new += len(conn.execute(stmt, transfer_rows).all())
             if new:
@@ -179,6 +224,49 @@ class HistoryWriter:
         return new
 
     # ----------------------------------------------------------------- rows
+    def _none_stored(self, conn: Any, events: Sequence[CoordinationEvent]) -> bool:
+        """Whether no event of this batch is stored yet: neither its first nor its last one is.
+
+        That is enough: the stored events of a source are a prefix of its stream and a batch starts no
+        later than right after it (:meth:`store`), so a batch whose first event is not stored has none
+        stored; the last one is asked too, as a guard. Two index lookups instead of a RETURNING of every row.
+        """
+        cursors = list({events[0].cursor, events[-1].cursor})
+        for table in (Event, Transfer):
+            query = select(table.id).where(table.source == self.source, table.cursor.in_(cursors)).limit(1)
+            if conn.execute(query).first() is not None:
+                return False
+        return True
+
+    def _insert_events(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert event rows straight through the DB-API (no per-row SQLAlchemy processing); a row whose
+        (source, cursor) is stored already is skipped, as in :meth:`_insert_ignore`."""
+        quote = conn.dialect.identifier_preparer.quote
+        postgres = self.history.dialect == "postgresql"
+        mark = "%s" if postgres else "?"
+        marks = [mark] * len(_EVENT_COLUMNS)
+        marks[-1] = f"CAST({mark} AS JSONB)" if postgres else mark
+        sql = (f"INSERT INTO {quote(Event.__tablename__)} ({', '.join(quote(c) for c in _EVENT_COLUMNS)}) "
+               f"VALUES ({', '.join(marks)}) ON CONFLICT ({quote('source')}, {quote('cursor')}) DO NOTHING")
+        dumps = json.dumps
+        conn.exec_driver_sql(sql, [(r["source"], r["cursor"], r["entity"], r["entity_id"], r["from_state"],
+                                    r["to_state"], r["time"], r["pilot"], r["attempt"], dumps(r["detail"]))
+                                   for r in rows])
+
+    def _fill_runs(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """Give transfer rows made for a CU the CU's run, as the index knows it (folded just before)."""
+        cus = sorted({r["cu"] for r in rows if r["cu"] and not r["run"]})
+        if not cus:
+            return
+        runs: dict[str, str | None] = {}
+        for start in range(0, len(cus), 500):
+            query = select(CURow.cu_id, CURow.run).where(CURow.source == self.source,
+                                                         CURow.cu_id.in_(cus[start:start + 500]))
+            runs.update({cu: run for cu, run in conn.execute(query)})
+        for row in rows:
+            if row["cu"] and not row["run"]:
+                row["run"] = runs.get(row["cu"])
+
     def _insert_ignore(self, table: type[Event] | type[Transfer]) -> Insert:
         """``INSERT ... ON CONFLICT (source, cursor) DO NOTHING`` in the history's dialect."""
         if self.history.dialect == "postgresql":
@@ -217,19 +305,28 @@ class HistoryWriter:
                 "stored as an event", self.source, ev.cursor,
             )
             return None
+        source_url, destination_url = _url_or_none(detail.get("source")), _url_or_none(detail.get("destination"))
+        category = transfer_category(dict(detail), source_url or "", destination_url or "")
         return {
             "source": self.source,
             "cursor": ev.cursor,
             "du": str(detail.get("du") or ev.id),
             "bytes": nbytes,
             "seconds": seconds,
-            "source_url": _url_or_none(detail.get("source")),
-            "destination_url": _url_or_none(detail.get("destination")),
+            "source_url": source_url,
+            "destination_url": destination_url,
             "pilot": ev.pilot,
             "time": ev.time,
             "ok": bool(detail.get("ok", True)),
+            "category": category.value,
+            "cu": _str_or_none(detail.get("cu")),
+            "run": _str_or_none(detail.get("run")),
             "detail": {k: v for k, v in detail.items() if k not in _TRANSFER_KEYS},
         }
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
 
 
 def _url_or_none(value: object) -> str | None:

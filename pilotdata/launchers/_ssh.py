@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pilotdata.errors import LaunchError
+from pilotdata.hostkeys import fingerprint, verifying_client
 from pilotdata.launchers._runner import COMMAND_TIMEOUT, CommandRunner, RunResult
-from pilotdata.launchers.base import redact_url
-from pilotdata.ssh import fingerprint, verifying_client
+from pilotdata.redaction import redact_url
 
 if TYPE_CHECKING:
     import paramiko

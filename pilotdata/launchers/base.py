@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 from pilotdata.errors import DescriptionError, LaunchError, did_you_mean
+from pilotdata.exits import signal_name
+from pilotdata.redaction import redact_url
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -90,16 +91,6 @@ class JobStatus:
         if exit_code == 0:
             return cls(JobState.DONE, 0, reason)
         return cls(JobState.FAILED, exit_code, reason or f"exit code {exit_code}")
-
-
-def signal_name(number: int) -> str:
-    """``SIGTERM`` for 15, ``signal 99`` for numbers with no name."""
-    import signal
-
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 @dataclass(frozen=True)
@@ -218,21 +209,6 @@ class LaunchSpec:
     def control_directory(self, working_directory: str) -> str:
         """A fresh control directory for one launch of this spec (exit code, markers, env file)."""
         return f"{working_directory.rstrip('/')}/{CONTROL_DIR}/{self.pilot_id}-{uuid.uuid4().hex[:8]}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password in its user-info replaced by ``***`` (safe for messages and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Launcher(ABC):

@@ -14,8 +14,12 @@ from pilotdata.services.policy import FailurePolicy
 ComputeDataServiceDecentral = ComputeDataService
 """BigJob's decentral CDS: here every CDS binds late and agents pull, so it is the same class."""
 
+ComputeDataServiceCentral = ComputeDataService
+"""BigJob's name for its central CDS: the same class too."""
+
 __all__ = [
     "ComputeDataService",
+    "ComputeDataServiceCentral",
     "ComputeDataServiceDecentral",
     "ComputeUnit",
     "DataUnit",

@@ -12,7 +12,11 @@ asks :func:`placement.decide` what to do:
 
 A CU whose input DataUnit failed becomes Failed with the reason; one whose inputs are still being
 uploaded waits for them. A bind is a compare-and-set New -> Pending, so two binders never bind one CU
-twice. The reason of every binding is recorded in the transition detail (``pdata explain`` shows it).
+twice. The reason of every binding is recorded in the transition detail, and a data-aware one also in
+the CU's data in the same atomic step (:func:`explain_cu` and ``pdata explain`` show it).
+
+Each CU's description is parsed once into its typed :class:`~pilotdata.descriptions.ComputeUnitDescription`:
+the caller keeps them across rounds (``descriptions``), the CDS from the submission itself.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from pilotdata.coordination import Coordination, TransitionRequest
-from pilotdata.services.snapshot import Snapshot, demand_of, mean_task_seconds, take_snapshot
+from pilotdata.coordination import SHARED_QUEUE, Coordination, TransitionRequest
+from pilotdata.descriptions import ComputeUnitDescription
+from pilotdata.errors import DescriptionError
+from pilotdata.records import PLACEMENT, cu_description
+from pilotdata.services.snapshot import Snapshot, demand_of, median_task_seconds, take_snapshot
 from pilotdata.states import ComputeUnitState, DataUnitState, Kind
 from placement import Action, BandwidthModel, Candidate, Weights, decide, rank
 
@@ -59,53 +65,65 @@ def bind_round(
     final: bool = False,
     recent: Sequence[str] = (),
     before_enqueue: Callable[[dict[str, str]], None] | None = None,
+    descriptions: MutableMapping[str, ComputeUnitDescription] | None = None,
 ) -> BindOutcome:
     """Bind what should be bound among ``cu_ids`` now. ``final``: bind everything bindable (no holding).
 
     ``first_seen`` maps CU id -> monotonic time it was first considered (updated here). ``recent`` are
     CU ids whose run times estimate how long a task takes (the caller's latest submissions).
-    ``before_enqueue`` sees the bindings after they are recorded and before any pilot can claim them
-    (the CDS marks planned replicas pending there, so agents wait for the near copy).
+    ``before_enqueue`` sees the planned bindings before they are recorded, so before any pilot can claim
+    them (the CDS marks planned replicas pending there, so agents wait for the near copy); a bind and
+    its queue entry are one atomic step.
+    ``descriptions`` maps CU id -> typed description, kept by the caller across rounds; a CU missing
+    from it is parsed from its record once and added (one whose description does not parse ends Failed).
     """
     model = model or BandwidthModel()
     weights = weights or Weights()
     now = time.monotonic()
-    records = [r for r in coord.get_many(Kind.CU, list(cu_ids)) if r is not None and r.state == "New"]
+    known = descriptions if descriptions is not None else {}
+    # only the states are read (one field each); a record only where the description is not known yet
+    ids = list(cu_ids)
+    new = [i for i, state in zip(ids, coord.states(Kind.CU, ids), strict=True) if state == ComputeUnitState.NEW]
     outcome = BindOutcome({}, [], [])
-    if not records:
-        return outcome
-    descs = {r.id: r.data.get("description") or {} for r in records}
-    anywhere = {r.id for r in records if _runs_anywhere(descs[r.id])}
+    to_fail: list[TransitionRequest] = []
+    unknown = [i for i in new if i not in known]
+    for rec in coord.get_many(Kind.CU, unknown) if unknown else []:
+        if rec is None or rec.state != ComputeUnitState.NEW:
+            continue
+        try:
+            known[rec.id] = cu_description(rec)
+        except DescriptionError as exc:
+            to_fail.append(_failing(rec.id, f"bad description: {exc}"))
+    records = [i for i in new if i in known]
+    descs = {i: known[i] for i in records}
+    anywhere = {i for i in records if runs_anywhere(descs[i])}
     snap: Snapshot | None = None
     cands: list[Candidate] = []
     if len(anywhere) < len(records):  # only placed CUs need the pilots, their loads and the data
-        du_ids = {_ref_id(ref) for d in descs.values()
-                  for ref in [*(d.get("input_data") or ()), *(d.get("output_data") or ())]}
+        du_ids = {ref.du_id for d in descs.values() for ref in (*d.input_data, *d.output_data)}
         recent_records = coord.get_many(Kind.CU, list(recent)[-200:])
-        snap = take_snapshot(coord, mean_task_seconds(recent_records), du_ids)
+        snap = take_snapshot(coord, median_task_seconds(recent_records), du_ids)
         cands = list(snap.candidates)
-    to_fail: list[TransitionRequest] = []
     binds: list[tuple[str, str, str]] = []
-    for rec in records:
-        first_seen.setdefault(rec.id, now)
-        if rec.id in anywhere:
-            binds.append((rec.id, "", _ANYWHERE))
+    for cu_id in records:
+        first_seen.setdefault(cu_id, now)
+        if cu_id in anywhere:
+            binds.append((cu_id, "", ANYWHERE))
             continue
         assert snap is not None
-        problem, waiting = _inputs_problem(descs[rec.id], snap)
+        problem, waiting = _inputs_problem(descs[cu_id], snap)
         if problem:
-            to_fail.append(TransitionRequest(rec.id, ComputeUnitState.FAILED, expected="New",
-                                             detail={"reason": problem}))
+            to_fail.append(_failing(cu_id, problem))
             continue
         if waiting:
-            outcome.held.append(rec.id)
+            outcome.held.append(cu_id)
             continue
-        demand = demand_of(rec.id, descs[rec.id], snap, required=required_affinity)
+        demand = demand_of(cu_id, descs[cu_id], snap, required=required_affinity)
         if not demand.inputs and not demand.affinity and demand.slots == 1:
-            binds.append((rec.id, "", _ANYWHERE))
+            binds.append((cu_id, "", ANYWHERE))
             continue
         ranking = rank(demand, cands, model, weights=weights)
-        decision = decide(demand, ranking, max(0.0, now - first_seen[rec.id]), weights=weights)
+        decision = decide(demand, ranking, max(0.0, now - first_seen[cu_id]), weights=weights)
         target: str | None = None
         if decision.action in (Action.BIND_TO, Action.TAKE_ANY):
             target = decision.pilot_id
@@ -114,12 +132,11 @@ def bind_round(
         if target is None:
             if not ranking and ranking.excluded and not _may_grow(cands, demand.slots):
                 reasons = "; ".join(e.explain() for e in ranking.excluded)
-                to_fail.append(TransitionRequest(rec.id, ComputeUnitState.FAILED, expected="New",
-                                                 detail={"reason": f"no pilot can run it: {reasons}"}))
+                to_fail.append(_failing(cu_id, f"no pilot can run it: {reasons}"))
             else:
-                outcome.held.append(rec.id)
+                outcome.held.append(cu_id)
             continue
-        binds.append((rec.id, target, decision.explain()))
+        binds.append((cu_id, target, decision.explain()))
         idx = next(i for i, c in enumerate(cands) if c.pilot_id == target)
         cands[idx] = _with_load(cands[idx], demand.slots)
     if to_fail:
@@ -127,32 +144,35 @@ def bind_round(
             if res.ok:
                 outcome.failed.append(res.id)
     if binds:
-        reqs = [TransitionRequest(cu, ComputeUnitState.PENDING, expected="New",
-                                  detail={"pilot": pilot or None, "placement": why})
+        if before_enqueue is not None:  # before any pilot can claim them (a CU that loses its bind costs nothing)
+            before_enqueue({cu: pilot for cu, pilot, _ in binds})
+        # data-aware bindings keep their reason in the CU's data (for `pdata explain`), in the same step;
+        # the queue entry too, so a binder that dies never leaves a bound CU out of every queue
+        reqs = [TransitionRequest(cu, ComputeUnitState.PENDING, expected=ComputeUnitState.NEW,
+                                  detail={"pilot": pilot or None, PLACEMENT: why},
+                                  data={PLACEMENT: why} if pilot else None, queue=pilot or SHARED_QUEUE)
                 for cu, pilot, why in binds]
         results = coord.transition_many(Kind.CU, reqs)
-        by_queue: dict[str, list[str]] = {}
         for (cu, pilot, _), res in zip(binds, results):
-            if res.ok:  # another binder (or a cancel) may have got there first
-                by_queue.setdefault(pilot, []).append(cu)
+            if res.ok:  # another binder (or a cancel, or an adopter) may have got there first
                 outcome.bound[cu] = pilot
-        for cu, pilot, why in binds:
-            if pilot and cu in outcome.bound:  # data-aware bindings keep their reason for `pdata explain`
-                coord.update_data(Kind.CU, cu, {"placement": why})
-        if before_enqueue is not None and outcome.bound:
-            before_enqueue(dict(outcome.bound))
-        for pilot, ids in by_queue.items():
-            coord.enqueue(ids, pilot or None)
     return outcome
 
 
-_ANYWHERE = "no inputs and no affinity: shared queue, any pilot"
+ANYWHERE = "no inputs and no affinity: shared queue, any pilot"
+"""The placement reason of a CU that needs no placement (:func:`runs_anywhere`)."""
 
 
-def _runs_anywhere(desc: dict[str, Any]) -> bool:
-    """Whether a (normalised) description needs no placement: one slot, no data, no affinity."""
-    return (not desc.get("input_data") and not desc.get("output_data")
-            and not desc.get("affinity_datacenter_label") and int(desc.get("number_of_processes") or 1) == 1)
+def _failing(cu_id: str, reason: str) -> TransitionRequest:
+    return TransitionRequest(cu_id, ComputeUnitState.FAILED, expected=ComputeUnitState.NEW,
+                             detail={"reason": reason})
+
+
+def runs_anywhere(desc: ComputeUnitDescription) -> bool:
+    """Whether a CU needs no placement: one slot, no data, no affinity (every round binds it to the
+    shared queue at once, whatever the pilots, so a submission may record it there directly)."""
+    return (not desc.input_data and not desc.output_data and desc.affinity_datacenter_label is None
+            and desc.number_of_processes == 1)
 
 
 def _may_grow(cands: Sequence[Candidate], slots: int) -> bool:
@@ -160,10 +180,10 @@ def _may_grow(cands: Sequence[Candidate], slots: int) -> bool:
     return any(c.total_slots >= slots for c in cands)
 
 
-def _inputs_problem(desc: dict[str, Any], snap: Snapshot) -> tuple[str | None, bool]:
+def _inputs_problem(desc: ComputeUnitDescription, snap: Snapshot) -> tuple[str | None, bool]:
     """``(reason to fail, still waiting)`` for the CU's input DataUnits."""
-    for ref in desc.get("input_data") or ():
-        du_id = _ref_id(ref)
+    for ref in desc.input_data:
+        du_id = ref.du_id
         rec = snap.du_records.get(du_id)
         if rec is None:
             return f"input DataUnit {du_id!r} does not exist", False
@@ -172,13 +192,26 @@ def _inputs_problem(desc: dict[str, Any], snap: Snapshot) -> tuple[str | None, b
             return f"input DataUnit {du_id} is {rec.state}: {why}", False
         if rec.state in (DataUnitState.NEW, DataUnitState.PENDING):
             return None, True
-    for ref in desc.get("output_data") or ():
-        du_id = _ref_id(ref)
-        if du_id not in snap.du_records:
-            return f"output DataUnit {du_id!r} does not exist", False
+    for ref in desc.output_data:
+        if ref.du_id not in snap.du_records:
+            return f"output DataUnit {ref.du_id!r} does not exist", False
     return None, False
 
 
-def _ref_id(ref: Any) -> str:
-    """The DataUnit id of a normalised ``input_data`` / ``output_data`` entry (``"du"`` or ``{du: [...]}``)."""
-    return str(next(iter(ref))) if isinstance(ref, dict) else str(ref)
+def explain_cu(coord: Coordination, cu_id: str, *, weights: Weights | None = None,
+               bandwidth: BandwidthModel | None = None, required: bool = False) -> str:
+    """The placement scores of every live pilot for ``cu_id`` now, plus the recorded binding reason."""
+    rec = coord.get(Kind.CU, cu_id)
+    desc = cu_description(rec)
+    snap = take_snapshot(coord, median_task_seconds([]), [ref.du_id for ref in (*desc.input_data, *desc.output_data)])
+    lines = [f"{cu_id}: state {rec.state}, pilot {rec.pilot or '-'}, attempt {rec.attempt}"]
+    placement_reason = rec.data.get(PLACEMENT) or rec.detail.get(PLACEMENT)
+    if placement_reason:
+        lines.append(f"bound: {placement_reason}")
+    try:
+        demand = demand_of(cu_id, desc, snap, required=required)
+    except KeyError as exc:
+        lines.append(f"cannot score now: input DataUnit {exc} is gone")
+        return "\n".join(lines)
+    lines.append(rank(demand, snap.candidates, bandwidth or BandwidthModel(), weights=weights or Weights()).explain())
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 from pilotdata.session import Session
-from pilotdata.states import FINAL_STATES
+from pilotdata.states import is_final
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class CallbackWatcher:
         for kind in ("cu", "du", "pilot"):
             rec = self._session.coord.get_many(kind, [entity_id])[0]
             if rec is not None:
-                if rec.state in FINAL_STATES:
+                if is_final(rec.state):
                     self._fire(entity_id)
                 return
 
@@ -70,7 +70,7 @@ class CallbackWatcher:
                 continue
             for event in events:
                 self._cursor = event.cursor
-                if event.to_state in FINAL_STATES and event.id in self._callbacks:
+                if is_final(event.to_state) and event.id in self._callbacks:
                     self._fire(event.id)
 
 

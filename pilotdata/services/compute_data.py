@@ -9,116 +9,53 @@ work of lost pilots. ``wait()`` blocks on the event stream, never on a sleep loo
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pilotdata.dataunits import DataUnits, replicas
-from pilotdata.descriptions import ComputeUnitDescription, DataUnitDescription, affinity_labels, affinity_path
-from pilotdata.errors import DescriptionError, StoreError
-from pilotdata.services.binder import bind_round
+from pilotdata.data import ReplicaManager, resolve_sources
+from pilotdata.data.replica_targets import add_replicas, check_replica_count
+from pilotdata.descriptions import (
+    ComputeUnitDescription,
+    DataUnitDescription,
+    affinity_labels,
+    affinity_path,
+    site_of,
+)
+from pilotdata.errors import DescriptionError, PilotDataError, StoreError, TimeoutExpired
+from pilotdata.records import ReplicaStatus, cu_description, replica_patch, replicas
+from pilotdata.runs import Origin, Run, close_run, named_run, run_for
+from pilotdata.services.binder import bind_round, explain_cu
 from pilotdata.services.compute_unit import ComputeUnit
 from pilotdata.services.data_unit import DataUnit
-from pilotdata.services.pilot_compute import PilotComputeService
+from pilotdata.services.pilot_compute import PilotCompute, PilotComputeService
 from pilotdata.services.pilot_data import PilotData, PilotDataService
 from pilotdata.services.policy import FailurePolicy
-from pilotdata.services.snapshot import demand_of, mean_task_seconds, site_of, take_snapshot
+from pilotdata.services.snapshot import median_task_seconds, take_snapshot
+from pilotdata.services.submission import (
+    SUBMIT_CHUNK,
+    BinderLease,
+    UnitDescription,
+    new_cu_id,
+    record_units,
+    validate_units,
+)
 from pilotdata.services.waiting import wait_for_states, wait_until
 from pilotdata.session import Session, resolve
-from pilotdata.states import ComputeUnitState, DataUnitState, Kind
-from placement import (
-    BandwidthModel,
-    NoEligibleStoreError,
-    StoreInfo,
-    Weights,
-    choose_store,
-    rank,
-    replication_plan,
-)
+from pilotdata.states import DataUnitState, Kind, State, is_final
+from placement import BandwidthModel, NoEligibleStoreError, StoreInfo, Weights, choose_store, replication_plan
 
 log = logging.getLogger(__name__)
 
-
-SUBMIT_CHUNK = 250
-"""CUs recorded (and bound) per step of a bulk submission: the first ones can start while the rest
-are still being recorded, instead of every CU waiting for the whole batch."""
-
-
-def submit_units(
-    session: Session, descriptions: Sequence[Mapping[str, Any] | ComputeUnitDescription], *,
-    pilot: str | None = None, cds: str | None = None,
-    on_chunk: Callable[[list[str]], None] | None = None,
-) -> list[ComputeUnit]:
-    """Validate every description, then record the CUs (New) in chunks of :data:`SUBMIT_CHUNK`.
-
-    Each chunk is bound to ``pilot`` if given, then passed to ``on_chunk`` (the CDS binds it there).
-    A bad description raises :class:`DescriptionError` naming its index and field; nothing is
-    recorded. (A coordination failure part-way leaves the chunks recorded before it.)
-    """
-    descs: list[ComputeUnitDescription] = []
-    for i, d in enumerate(descriptions):
-        try:
-            descs.append(ComputeUnitDescription.coerce(_du_working_directory(session, d)))
-        except DescriptionError as exc:
-            if len(descriptions) == 1:
-                raise
-            raise DescriptionError(f"compute unit #{i}: {exc}", field=exc.field, value=exc.value) from exc
-    from pilotdata.coordination import TransitionRequest
-
-    coord = session.coord
-    ids = [f"cu-{uuid.uuid4().hex[:16]}" for _ in descs]
-    for start in range(0, len(ids), SUBMIT_CHUNK):
-        part = ids[start:start + SUBMIT_CHUNK]
-        coord.create_many(Kind.CU, [(i, {"description": d.to_dict(), "cds": cds})
-                                    for i, d in zip(part, descs[start:start + SUBMIT_CHUNK])])
-        if pilot is not None:
-            coord.transition_many(Kind.CU, [TransitionRequest(i, ComputeUnitState.PENDING, expected="New",
-                                                              detail={"pilot": pilot, "placement": "bound by user"})
-                                            for i in part])
-            coord.enqueue(part, pilot)
-        if on_chunk is not None:
-            on_chunk(part)
-    return [ComputeUnit(i, session=session) for i in ids]
-
-
-def bind_now(session: Session, cu_ids: Sequence[str]) -> None:
-    """Bind New CUs at once, for callers that will not stay to bind late (the CLI, scripts that exit).
-
-    Each goes to its best pilot now (no holding back for a better one); a CU no live pilot can take yet
-    goes to the shared queue, where the next pilot to start takes it. Bad placements (a CU wider than
-    every pilot, a failed input) still end Failed with the reason.
-    """
-    from pilotdata.coordination import TransitionRequest
-
-    coord = session.coord
-    bind_round(coord, cu_ids, {}, final=True)
-    left = [r.id for r in coord.get_many(Kind.CU, list(cu_ids)) if r is not None and r.state == "New"]
-    if not left:
-        return
-    why = {"pilot": None, "placement": "no live pilot could take it when submitted: shared queue"}
-    results = coord.transition_many(Kind.CU, [TransitionRequest(i, ComputeUnitState.PENDING, expected="New",
-                                                                detail=why) for i in left])
-    coord.enqueue([r.id for r in results if r.ok], None)
-
-
-def _du_working_directory(session: Session, desc: Any) -> Any:
-    """BigJob idiom: ``"working_directory": data_unit.url`` runs the CU on that DataUnit's files.
-
-    Such a description becomes one with the DU in ``input_data`` (linked into the sandbox) and no
-    working directory of its own.
-    """
-    if not isinstance(desc, Mapping):
-        return desc
-    wd = desc.get("working_directory")
-    if not isinstance(wd, str) or not wd.startswith("du-") or "/" in wd or not session.coord.exists(Kind.DU, wd):
-        return desc
-    inputs = list(desc.get("input_data") or [])
-    if wd not in inputs:
-        inputs.append(wd)
-    return {**desc, "working_directory": None, "input_data": inputs}
+SUBMIT_LINGER = 0.005
+"""Seconds a CU submitted alone (:meth:`ComputeDataService.submit_compute_unit`) waits for the next ones
+before they are recorded together: a loop of single submits costs a round trip per batch, not three per
+CU. See :meth:`ComputeDataService.submit_compute_unit` for what is guaranteed meanwhile."""
 
 
 class ComputeDataService:
@@ -136,6 +73,8 @@ class ComputeDataService:
         bandwidth: BandwidthModel | None = None,
         replication_copies: int = 3,
         cds_url: str | None = None,
+        run: str | None = None,
+        submit_linger: float = SUBMIT_LINGER,
     ) -> None:
         if affinity not in ("soft", "required"):
             raise DescriptionError(f"affinity: expected 'soft' or 'required', got {affinity!r}",
@@ -154,23 +93,67 @@ class ComputeDataService:
         self._cus: list[str] = []
         self._dus: list[str] = []
         self._unbound: list[str] = []
+        self._descs: dict[str, ComputeUnitDescription] = {}
+        """Typed descriptions of the unbound CUs, from their submission (parsed once, not every round)."""
         self._first_seen: dict[str, float] = {}
         self._uploads: list[threading.Thread] = []
+        self._du_threads: list[threading.Thread] = []
+        """Uploads (and number_of_replicas copies) of the DataUnits submitted here: wait() joins them."""
         self._lock = threading.Lock()
         self._bind_lock = threading.Lock()
         self._fallback_pcs: PilotComputeService | None = None
+        self._lease = BinderLease(self._session, self.id)
+        """This service's lease on the CUs it recorded and has not bound (renewed while it binds)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ops = DataUnits(self._session)
+        self._run_name = named_run(run)  # a bad name fails here, before anything is recorded
+        self._run: Run | None = None
+        self._run_closing: Run | None = None
+        """The run :meth:`close` closes (once): this service's own run."""
+        self.submit_linger = submit_linger
+        """Seconds a single submit waits for more before they are recorded together; 0: each at once."""
+        self._batch: list[tuple[str, ComputeUnitDescription]] = []
+        """Single submits not recorded yet (id, validated description), in submit order."""
+        self._batch_timer: threading.Timer | None = None
+        self._flush_lock = threading.RLock()
+        """One flush at a time, so a flush that returns has recorded everything submitted before it."""
         self._session.on_close(self.close)
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    @property
+    def run(self) -> str | None:
+        """The id of this service's run (:mod:`pilotdata.runs`): the one named (``run=``, ``PDATA_RUN``),
+        else its own, started with its first submission; ``None`` before that."""
+        self.flush()
+        return self._run.id if self._run is not None else self._run_name
+
+    def _run_id(self) -> str:
+        with self._lock:
+            if self._run is None:
+                self._run = self._run_closing = run_for(self._session.coord, self._run_name, origin=Origin.CDS,
+                                                        cds=self.id)
+            return self._run.id
 
     @property
     def session(self) -> Session:
         """The session this service talks through."""
         return self._session
 
+    @property
+    def _ops(self) -> ReplicaManager:
+        return ReplicaManager(self._session.coord)
+
     def get_url(self) -> str:
         """This service's id."""
+        return self.id
+
+    def get_id(self) -> str:
+        """This service's id (BigJob's ``get_id``)."""
+        return self.id
+
+    @property
+    def url(self) -> str:
+        """BigJob's ``cds.url``: the same as :meth:`get_url`."""
         return self.id
 
     # ------------------------------------------------------------ services
@@ -182,7 +165,6 @@ class ComputeDataService:
             return
         if self._adopt_session and not self._pcs and not self._pds and not self._cus and not self._dus:
             self._session = theirs
-            self._ops = DataUnits(theirs)
             theirs.on_close(self.close)
             return
         if (theirs.url, theirs.namespace) != (self._session.url, self._session.namespace):
@@ -210,7 +192,7 @@ class ComputeDataService:
         """Stop using ``pds``."""
         self._pds.remove(pds)
 
-    def list_pilot_compute(self) -> list[Any]:
+    def list_pilot_compute(self) -> list[PilotCompute]:
         """Pilots of the services added."""
         return [p for pcs in self._pcs for p in pcs.list_pilots()]
 
@@ -231,33 +213,39 @@ class ComputeDataService:
         recorded). The upload runs in the background unless ``background=False``; ``du.wait()``
         returns when it is usable (Running) or Failed with the reason.
         """
-        from pilotdata.dataunits import resolve_sources
-
         desc = DataUnitDescription.coerce(data_unit_description)
         sources = resolve_sources(desc.file_urls)
-        size = sum(s.fs.size(f"{s.root.rstrip('/')}/{n}") for s in sources for n in s.names)
-        pd_id = getattr(pilot_data, "id", pilot_data) if pilot_data is not None else self._choose_pd(desc, size)
-        du_id = self._ops.register(desc)
+        if pilot_data is None:
+            pd_id = self._choose_pd(desc, sum(s.size() for s in sources))
+        else:
+            pd_id = str(getattr(pilot_data, "id", pilot_data))
+        peers = [pd_id, *(pd.id for pd in self.list_pilot_data() if pd.id != pd_id)]
+        check_replica_count(desc, peers)
+        ops = self._ops
+        du_id = ops.register(desc, run=self._run_id())
         with self._lock:
             self._dus.append(du_id)
 
         def run() -> None:
-            try:
-                if desc.file_urls:
-                    self._ops.upload(du_id, str(pd_id), desc.file_urls)
-                else:
-                    self._ops.open_empty(du_id, str(pd_id))
-            except Exception as exc:  # the DU must end Failed with the reason, so wait() returns
-                log.warning("DataUnit %s: %s", du_id, exc)
-                self._ops.fail(du_id, f"upload to {pd_id} failed: {exc}")
+            ops.fill(du_id, pd_id, desc.file_urls)
+            if desc.number_of_replicas and ops.record(du_id).state == DataUnitState.RUNNING:
+                try:
+                    add_replicas(ops, du_id, peers)
+                except Exception as exc:  # recorded on the replica; the DU stays usable where it is
+                    log.warning("DataUnit %s: number_of_replicas: %s", du_id, exc)
 
         if background:
             thread = threading.Thread(target=run, name=f"upload-{du_id}", daemon=True)
             self._uploads.append(thread)
+            self._du_threads.append(thread)
             thread.start()
         else:
             run()
         return DataUnit(du_id, session=self._session)
+
+    def get_data_unit(self, du_id: str) -> DataUnit | None:
+        """BigJob's ``get_data_unit``: the DataUnit submitted through this service with that id, else None."""
+        return DataUnit(du_id, session=self._session) if du_id in self._dus else None
 
     def _choose_pd(self, desc: DataUnitDescription, size: int) -> str:
         pds = self.list_pilot_data()
@@ -281,36 +269,104 @@ class ComputeDataService:
         return [DataUnit(i, session=self._session) for i in self._dus]
 
     # ------------------------------------------------------------ compute
-    def submit_compute_unit(self, compute_unit_description: Mapping[str, Any] | ComputeUnitDescription) -> ComputeUnit:
-        """Record a ComputeUnit and bind it (now or later) to the best pilot."""
-        return self.submit_compute_units([compute_unit_description])[0]
+    def submit_compute_unit(self, compute_unit_description: UnitDescription) -> ComputeUnit:
+        """Record a ComputeUnit and bind it (now or later) to the best pilot.
 
-    def submit_compute_units(
-        self, descriptions: Sequence[Mapping[str, Any] | ComputeUnitDescription]
-    ) -> list[ComputeUnit]:
+        The description is checked at once (bad input raises and records nothing). Consecutive calls
+        are recorded together, in submit order: a CU is recorded within :attr:`submit_linger` seconds
+        (5 ms by default), when :data:`~pilotdata.services.submission.SUBMIT_CHUNK` are waiting, or
+        before any read through this service or the returned handle (``wait``, a state, ``list_...``,
+        ``cancel``, ``close``, :meth:`flush`), whichever comes first. Until then it exists only in this
+        process: a client killed within that window (``kill -9``, a crash of the interpreter) loses those
+        CUs with it, never half-recorded and never run; anything a read or a wait saw was recorded, and
+        a normal exit (an uncaught exception included) records what is waiting. ``submit_linger=0``
+        records each CU before the call returns, as BigJob did; :meth:`submit_compute_units` always does.
+        """
+        if self.submit_linger <= 0:
+            return self.submit_compute_units([compute_unit_description])[0]
+        desc = validate_units(self._session, [compute_unit_description], bigjob_shell=True)[0]
+        cu_id = new_cu_id()
+        timer: threading.Timer | None = None
+        with self._lock:
+            self._batch.append((cu_id, desc))
+            full = len(self._batch) >= SUBMIT_CHUNK
+            if not full and self._batch_timer is None:
+                timer = self._batch_timer = threading.Timer(self.submit_linger, self._flush_later)
+                timer.daemon = True
+        if full:
+            self.flush()
+        elif timer is not None:
+            timer.start()
+        return ComputeUnit(cu_id, session=self._session, before_read=self.flush)
+
+    def flush(self) -> None:
+        """Record the single submits still waiting (see :meth:`submit_compute_unit`); raises what a
+        failed recording raised (they stay waiting for the next flush)."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._batch = self._batch, []
+                timer, self._batch_timer = self._batch_timer, None
+            if timer is not None and timer is not threading.current_thread():
+                timer.cancel()
+            if not batch:
+                return
+            try:
+                self._record_units([d for _, d in batch], [i for i, _ in batch])
+            except BaseException:
+                with self._lock:
+                    recorded = set(self._cus)
+                    self._batch[:0] = [(i, d) for i, d in batch if i not in recorded]
+                raise
+
+    def _flush_later(self) -> None:
+        """The linger timer: record the waiting submits; a failure leaves them for the next flush."""
+        try:
+            self.flush()
+        except Exception as exc:
+            log.warning("could not record %d submitted ComputeUnit(s) yet (retried at the next read): %s",
+                        len(self._batch), exc)
+
+    def submit_compute_units(self, descriptions: Sequence[UnitDescription]) -> list[ComputeUnit]:
         """Record many ComputeUnits and bind them, chunk by chunk (the first run while the rest are
-        recorded); bad input records nothing."""
+        recorded); bad input records nothing.
+
+        A dict that does not set ``shell`` runs through ``/bin/sh`` as BigJob ran it (see
+        :class:`~pilotdata.descriptions.ComputeUnitDescription`); say ``"shell": False`` for an argv.
+        """
+        descs = validate_units(self._session, descriptions, bigjob_shell=True)
+        self.flush()  # single submits before these are recorded before them
+        ids = self._record_units(descs)
+        return [ComputeUnit(i, session=self._session) for i in ids]
+
+    def _record_units(self, descs: list[ComputeUnitDescription], cu_ids: Sequence[str] | None = None) -> list[str]:
+        """Record validated CUs (``descs`` is consumed) under the given ids (default: fresh ones, a chunk's
+        neighbours in the indexes) and bind them, chunk by chunk; their ids."""
+        run = self._run_id()
         with self._lock:
             earlier = self._cus[-200:]  # run times of earlier CUs inform the binding; new ones have none
-
-        def bind_chunk(ids: list[str]) -> None:
+        ids: list[str] = []
+        for chunk in record_units(self._session, descs, cds=self.id, run=run, lease=self._lease,
+                                  queue_anywhere=True, ids=cu_ids):
             with self._lock:
-                self._cus.extend(ids)
-                self._unbound.extend(ids)
-            self._bind(recent=earlier)
-
-        cus = submit_units(self._session, descriptions, cds=self.id, on_chunk=bind_chunk)
+                self._cus.extend(chunk.ids)
+                self._unbound.extend(chunk.unbound)
+                self._descs.update(chunk.unbound)
+            ids.extend(chunk.ids)
+            if chunk.unbound:
+                self._bind(recent=earlier)
         self._ensure_thread()
-        return cus
+        return ids
 
     def list_compute_units(self) -> list[ComputeUnit]:
         """ComputeUnits submitted through this service."""
+        self.flush()
         return [ComputeUnit(i, session=self._session) for i in self._cus]
 
     def explain(self, cu: ComputeUnit | str) -> str:
         """How the pilots rank for this CU now, and why it was bound where it was."""
+        self.flush()
         cu_id = getattr(cu, "id", cu)
-        return explain_cu(self._session, str(cu_id), weights=self.weights, bandwidth=self.bandwidth,
+        return explain_cu(self._session.coord, str(cu_id), weights=self.weights, bandwidth=self.bandwidth,
                           required=self.required_affinity)
 
     # ------------------------------------------------------------ binding loop
@@ -321,14 +377,18 @@ class ComputeDataService:
                 recent = self._cus[-200:]
         if not pending:
             return
+        self._lease.renew()  # while CUs wait here for a pilot, they stay ours
         with self._bind_lock:  # the submitting thread and the binder thread take turns
             outcome = bind_round(self._session.coord, pending, self._first_seen, model=self.bandwidth,
                                  weights=self.weights, required_affinity=self.required_affinity, final=final,
-                                 recent=recent, before_enqueue=self._replicate_for)
+                                 recent=recent, before_enqueue=self._replicate_for, descriptions=self._descs)
         # bound, failed, or moved by someone else (no longer New): only the held ones stay unbound
         settled = set(pending).difference(outcome.held)
         with self._lock:
             self._unbound = [i for i in self._unbound if i not in settled]
+            for cu_id in settled:
+                self._descs.pop(cu_id, None)
+                self._first_seen.pop(cu_id, None)
 
     def _replicate_for(self, bound: Mapping[str, str]) -> None:
         """Replicate input DataUnits towards the sites their just-bound CUs run at, when it pays.
@@ -341,25 +401,24 @@ class ComputeDataService:
         if self.replication_copies <= 1 or not any(bound.values()):
             return
         coord = self._session.coord
-        cus = coord.get_many(Kind.CU, [c for c, p in bound.items() if p])
         pilots = {r.id: r for r in coord.get_many(Kind.PILOT, sorted({p for p in bound.values() if p}))
                   if r is not None}
         readers: dict[str, dict[tuple[str, ...], set[str]]] = {}
-        for rec in cus:
-            pilot = pilots.get(bound.get(rec.id, "")) if rec is not None else None
-            if rec is None or pilot is None:
+        for cu_id, pilot_id in bound.items():
+            pilot = pilots.get(pilot_id)
+            if pilot is None:
                 continue
+            desc = self._descs.get(cu_id) or cu_description(coord.get(Kind.CU, cu_id))
             site = site_of(pilot.data.get("labels") or {})
-            for ref in (rec.data.get("description") or {}).get("input_data") or ():
-                du_id = str(next(iter(ref))) if isinstance(ref, dict) else str(ref)
-                if du_id not in (pilot.data.get("cached_dus") or ()):
-                    readers.setdefault(du_id, {}).setdefault(site, set()).add(pilot.id)
+            for ref in desc.input_data:
+                if ref.du_id not in (pilot.data.get("cached_dus") or ()):
+                    readers.setdefault(ref.du_id, {}).setdefault(site, set()).add(pilot.id)
         if not readers:
             return
-        snap = take_snapshot(coord, mean_task_seconds([]), readers)
+        snap = take_snapshot(coord, median_task_seconds([]), readers)
         for du_id, by_site in readers.items():
             rec = snap.du_records.get(du_id)
-            if rec is None or rec.state != DataUnitState.RUNNING.value:
+            if rec is None or rec.state != DataUnitState.RUNNING:
                 continue
             taken = set(replicas(rec))  # complete, pending or failed: not planned again
             stores = [StoreInfo(pd, site) for pd, site in sorted(snap.pd_sites.items()) if pd not in taken]
@@ -373,12 +432,12 @@ class ComputeDataService:
                 self._start_replica(du_id, copy.pd_id, copy.source_pd)
 
     def _start_replica(self, du_id: str, pd_id: str, source: str | None) -> None:
-        self._session.coord.update_data(Kind.DU, du_id, {f"replica:{pd_id}": {"status": "pending",
-                                                                               "time": time.time()}})
+        self._session.coord.update_data(Kind.DU, du_id, replica_patch(pd_id, ReplicaStatus.PENDING))
+        ops = self._ops
 
         def run() -> None:
             try:
-                self._ops.replicate(du_id, pd_id, source=source)
+                ops.replicate(du_id, pd_id, source=source)
                 log.info("replicated %s to %s", du_id, pd_id)
             except Exception as exc:  # recorded on the replica (failed, reason); readers use another one
                 log.warning("replication of %s to %s failed: %s", du_id, pd_id, exc)
@@ -445,8 +504,13 @@ class ComputeDataService:
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        wait_for_states(self._session.coord, Kind.DU, list(self._dus), {DataUnitState.RUNNING.value},
+        self.flush()
+        wait_for_states(self._session.coord, Kind.DU, list(self._dus), {DataUnitState.RUNNING},
                         timeout=left(), tick=self._tick)
+        for thread in list(self._du_threads):  # the number_of_replicas copies follow the first upload
+            thread.join(left())
+            if thread.is_alive():
+                raise TimeoutExpired(f"timed out after {timeout}s: a DataUnit is still being replicated")
         wait_until(self._session.coord, Kind.CU, list(self._cus), timeout=left(), tick=self._tick)
 
     def cancel(self) -> None:
@@ -456,29 +520,52 @@ class ComputeDataService:
             cu.cancel()
 
     def close(self) -> None:
-        """Stop the background threads (CUs keep running on their pilots)."""
+        """Stop the background threads (CUs keep running on their pilots).
+
+        CUs still waiting here to be bound are given up: the next agent heartbeat puts them on the
+        shared queue, where any pilot may run them. Single submits not recorded yet are recorded first.
+        """
+        try:
+            self.flush()
+        except PilotDataError as exc:  # said loudly; close() goes on stopping the threads
+            log.error("could not record %d submitted ComputeUnit(s): %s", len(self._batch), exc)
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
+        with self._lock:
+            unbound = bool(self._unbound)
+        if unbound and self._session.is_open:
+            try:  # once, without riding out an outage: the lease lapses by itself anyway
+                self._session.coord.inner.hold_unbound(self.id, 0)
+            except PilotDataError as exc:
+                log.warning("could not give up the binder lease of %s: %s", self.id, exc)
         for thread in self._uploads:
             thread.join(timeout=30)
         if self._fallback_pcs is not None:
             self._fallback_pcs.close()
+        run, self._run_closing = self._run_closing, None
+        if run is not None and run.origin == Origin.CDS:
+            try:
+                close_run(self._session.coord, run.id)
+            except PilotDataError as exc:  # closing a run is bookkeeping: never fail a close() for it
+                log.warning("could not close run %s: %s", run.id, exc)
 
     def get_state(self) -> str:
         """``Running`` while any CU is unfinished, else ``Done``."""
+        self.flush()
         recs = self._session.coord.get_many(Kind.CU, list(self._cus))
-        return "Running" if any(r is not None and r.state not in ("Done", "Failed", "Canceled") for r in recs) \
-            else "Done"
+        busy = any(r is not None and not is_final(r.state) for r in recs)
+        return State.Running if busy else State.Done
 
     def get_details(self) -> dict[str, Any]:
         """Counts of CUs by state, DUs, pilots and PilotData."""
+        self.flush()
         counts: dict[str, int] = {}
         for r in self._session.coord.get_many(Kind.CU, list(self._cus)):
             if r is not None:
                 counts[r.state] = counts.get(r.state, 0) + 1
-        return {"id": self.id, "compute_units": counts, "data_units": list(self._dus),
+        return {"id": self.id, "run": self.run, "compute_units": counts, "data_units": list(self._dus),
                 "pilots": [p.id for p in self.list_pilot_compute()],
                 "pilot_data": [p.id for p in self.list_pilot_data()]}
 
@@ -486,24 +573,12 @@ class ComputeDataService:
         return f"ComputeDataService({self.id!r}, {self._session!r})"
 
 
-def explain_cu(session: Session, cu_id: str, *, weights: Weights | None = None,
-               bandwidth: BandwidthModel | None = None, required: bool = False) -> str:
-    """The placement scores of every live pilot for ``cu_id`` now, plus the recorded binding reason."""
-    coord = session.coord
-    rec = coord.get(Kind.CU, cu_id)
-    desc = rec.data.get("description") or {}
-    refs = [*(desc.get("input_data") or ()), *(desc.get("output_data") or ())]
-    du_ids: Iterable[str] = [str(next(iter(r))) if isinstance(r, dict) else str(r) for r in refs]
-    snap = take_snapshot(coord, mean_task_seconds([]), du_ids)
-    lines = [f"{cu_id}: state {rec.state}, pilot {rec.pilot or '-'}, attempt {rec.attempt}"]
-    placement_reason = rec.data.get("placement") or rec.detail.get("placement")
-    if placement_reason:
-        lines.append(f"bound: {placement_reason}")
+def _flush_at_exit(ref: weakref.ReferenceType[ComputeDataService]) -> None:
+    """At interpreter exit: record the single submits a service still holds (see ``submit_compute_unit``)."""
+    cds = ref()
+    if cds is None or not cds._batch:
+        return
     try:
-        demand = demand_of(cu_id, desc, snap, required=required)
-    except KeyError as exc:
-        lines.append(f"cannot score now: input DataUnit {exc} is gone")
-        return "\n".join(lines)
-    lines.append(rank(demand, snap.candidates, bandwidth or BandwidthModel(), weights=weights or Weights()).explain())
-    return "\n".join(lines)
-
+        cds.flush()
+    except Exception as exc:
+        log.error("could not record %d submitted ComputeUnit(s) at exit: %s", len(cds._batch), exc)

@@ -13,6 +13,7 @@ class EntityHandle:
     """A cheap handle on one coordination entity; reconnects by id (or BigJob-style URL) from any process."""
 
     kind: ClassVar[Kind]
+    __slots__ = ("_session", "id")  # a bulk submit returns one handle per CU: a million of them
 
     def __init__(self, url: str, *, session: Session | None = None) -> None:
         self.id = entity_id(url)

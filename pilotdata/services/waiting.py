@@ -13,11 +13,12 @@ states, and an event into a final state settles its entity without a read (final
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 
 from pilotdata.coordination import Coordination, EntityRecord
-from pilotdata.errors import NotFoundError, TimeoutExpired
-from pilotdata.states import FINAL_STATES, Kind
+from pilotdata.errors import NotFoundError, PilotDataError, TimeoutExpired
+from pilotdata.states import FINAL_STATES, Kind, PilotState, is_final
 
 _BLOCK = 1.0  # seconds per blocking read; also bounds how often ``tick`` runs
 _RESYNC = 10.0  # seconds between full re-reads
@@ -37,7 +38,8 @@ def wait_for_states(
     """Block until every entity in ``ids`` is in one of ``targets`` (or final); return their records.
 
     ``tick`` runs about once a second while waiting (e.g. pilot refresh and lost-work detection).
-    Raises :class:`TimeoutExpired` naming how many are still outstanding.
+    Raises :class:`TimeoutExpired` saying, in words, how many are still outstanding and in which states,
+    and for ComputeUnits with no live pilot, how to start one (:func:`timeout_message`).
     """
     return _wait(coord, kind, ids, targets, timeout, tick, records=True)
 
@@ -72,11 +74,8 @@ def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collecti
     while remaining:
         now = time.monotonic()
         if deadline is not None and now >= deadline:
-            first = next(iter(remaining))
-            raise TimeoutExpired(
-                f"timed out after {timeout}s: {len(remaining)} {kind.value}(s) not yet in "
-                f"{sorted(goal)} (e.g. {first!r})"
-            )
+            raise TimeoutExpired(timeout_message(coord, kind, [i for i in wanted if i in remaining], len(wanted),
+                                                 targets, float(timeout or 0)))
         if tick is not None and now - last_tick >= _BLOCK:
             tick()
             last_tick = now
@@ -86,7 +85,7 @@ def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collecti
             cursor = events[-1].cursor
         moved = [e.id for e in events if e.entity == kind.value and e.id in remaining and e.to_state in goal]
         if not records:  # a final state is sticky: its event settles the entity without a read
-            remaining.difference_update(e.id for e in events if e.entity == kind.value and e.to_state in FINAL_STATES)
+            remaining.difference_update(e.id for e in events if e.entity == kind.value and is_final(e.to_state))
             moved = [i for i in moved if i in remaining]
         if now - last_sync >= _RESYNC:
             moved, last_sync = list(remaining), now
@@ -97,6 +96,49 @@ def _wait(coord: Coordination, kind: Kind, ids: Sequence[str], targets: Collecti
             # a trickle of events: let a few more gather instead of one read per event
             time.sleep(_GATHER)
     return [done[i] for i in wanted] if records else []
+
+
+_NOUN = {Kind.CU: "ComputeUnit", Kind.PILOT: "PilotCompute", Kind.DU: "DataUnit", Kind.PD: "PilotData",
+         Kind.RUN: "run"}
+START_PILOT_HINT = ("no live pilot: start one (pdata pilot start fork://localhost --cores N, or "
+                    "PilotComputeService().create_pilot({'service_url': ...}) from Python)")
+"""What a wait for ComputeUnits says when no pilot will ever take them."""
+
+
+def timeout_message(coord: Coordination, kind: Kind, outstanding: Sequence[str], total: int,
+                    targets: Collection[str], timeout: float) -> str:
+    """Why a wait timed out, in words: ``timed out after 5s: 2 of 10 ComputeUnit(s) not finished (1 Pending,
+    1 Running, e.g. cu-1 Pending); no live pilot: start one (...)``.
+
+    Reads the outstanding entities' states (and, for ComputeUnits, whether any pilot is alive) once;
+    if coordination cannot answer, the message says only what the waiter knows.
+    """
+    extra = sorted(str(t) for t in set(targets) - FINAL_STATES)
+    goal = f"not yet {' or '.join(extra)}" if extra else "not finished"
+    head = f"timed out after {timeout:g}s: {len(outstanding)} of {total} {_NOUN.get(kind, kind.value)}(s) {goal}"
+    try:
+        found = [(i, s) for i, s in zip(outstanding, coord.states(kind, list(outstanding)), strict=True)
+                 if s is not None]
+        counts = Counter(s for _, s in found)
+        where = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        example = f", e.g. {found[0][0]} {found[0][1]}" if found else ""
+        head += f" ({where}{example})" if where else ""
+        if kind is Kind.CU:
+            return f"{head}; {_pilot_hint(coord)}"
+    except PilotDataError:  # coordination is away: say what is known without it
+        head += f" (e.g. {outstanding[0]})" if outstanding else ""
+    return head
+
+
+def _pilot_hint(coord: Coordination) -> str:
+    """What to do about ComputeUnits that wait: start a pilot when none is alive, else where to look."""
+    pilots = [s for s in coord.states(Kind.PILOT, coord.list_ids(Kind.PILOT)) if s is not None and not is_final(s)]
+    if not pilots:
+        return START_PILOT_HINT
+    if PilotState.RUNNING.value not in pilots:
+        return (f"no pilot is running yet ({len(pilots)} starting or queued in a batch system): "
+                "see 'pdata pilot ls'")
+    return "see 'pdata status' for where they wait"
 
 
 def _absorb_states(coord: Coordination, kind: Kind, ids: Sequence[str], goal: set[str]) -> set[str]:

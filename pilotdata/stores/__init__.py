@@ -26,7 +26,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from pilotdata.errors import MissingDependencyError, UnknownSchemeError, did_you_mean
-from pilotdata.stores.base import InvalidStoreURLError, Store, redact_url, url_scheme
+from pilotdata.redaction import redact_url
+from pilotdata.stores.base import InvalidStoreURLError, Store, url_scheme
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -7,9 +7,10 @@ A backend subclass implements four hooks and inherits everything else:
 ``_classify(exc)``     map one library exception to ``StoreAuthError`` / ``StoreUnreachableError``
 ``_probe()``           the cheapest round trip that proves endpoint + credentials work (``ping``)
 
-Also owned here: which storage options are secrets (:func:`is_secret_option`,
-:func:`public_options`), and the boundary that converts library errors into the error tree with
-the store's public URL and no secret in the message.
+Also owned here: the public form of storage options (:func:`public_options`; which names are
+secrets is :func:`pilotdata.redaction.is_secret_name`'s rule, :func:`is_secret_option` here), and the
+boundary that converts library errors into the error tree with the store's public URL and no secret
+in the message.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pilotdata.errors import (
     StoreError,
     StoreUnreachableError,
 )
+from pilotdata.redaction import is_secret_name, redact_url, register_secret, scrub, url_secrets
 from pilotdata.stores.paths import join_under
 
 __all__ = [
@@ -37,15 +39,9 @@ __all__ = [
     "Store",
     "is_secret_option",
     "public_options",
-    "redact_url",
     "secret_values",
     "url_scheme",
 ]
-
-#: Substrings that make an option name a secret wherever they appear (``aws_secret_access_key``).
-_SECRET_WORDS = ("secret", "password", "passphrase", "token", "credential", "access_key")
-#: Exact option names that are secrets (``key`` is the S3 access key id, ``pkey`` a paramiko key).
-_SECRET_NAMES = frozenset({"key", "pkey", "sock", "session"})
 
 #: ``errno`` values that mean "could not reach the other side" rather than "it said no".
 _UNREACHABLE_ERRNOS = frozenset(
@@ -62,12 +58,11 @@ class InvalidStoreURLError(StoreError, ValueError):
 def is_secret_option(name: str) -> bool:
     """True when a storage option of this name holds a secret (or a live object) and must never be stored.
 
-    ``key_filename`` and ``known_hosts`` are paths, not secrets: they stay public.
+    The project's one rule, :func:`pilotdata.redaction.is_secret_name`: ``key``, ``secret``, ``token``,
+    ``pkey``, ``sock``, ``session``, ``aws_secret_access_key`` ... are secret; paths such as
+    ``key_filename`` and ``known_hosts``, and ``region`` or ``profile``, stay public.
     """
-    lowered = name.lower()
-    if lowered in _SECRET_NAMES or lowered.endswith("_key"):
-        return True
-    return any(word in lowered for word in _SECRET_WORDS)
+    return is_secret_name(name)
 
 
 def _is_json_value(value: Any) -> bool:
@@ -108,15 +103,6 @@ def url_scheme(url: str) -> str:
     if sep and head:
         return head.lower()
     return "file"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with a password in its userinfo replaced by ``***`` (for error messages)."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
@@ -168,10 +154,10 @@ class Store:
         except ValueError as exc:
             raise InvalidStoreURLError(f"malformed PilotData URL {redact_url(url)!r}: {exc}") from exc
         self.scheme: str = url_scheme(url)
-        if parts.password:
-            self._secrets.append(parts.password)
+        self._secrets.extend(url_secrets(url))
         self.root, self.url = self._parse(url, parts)
         self._secrets.extend(secret_values(self._options))
+        register_secret(*self._secrets)  # hidden from every log record and message from now on
         self.labels: dict[str, Any] = dict(labels or {})
         self.size: int | None = size
         self.name: str = name or self.url
@@ -219,9 +205,7 @@ class Store:
 
     # ------------------------------------------------------------------ error boundary
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     @contextmanager
     def _boundary(self, action: str) -> Iterator[None]:

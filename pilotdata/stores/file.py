@@ -14,7 +14,8 @@ from urllib.parse import SplitResult
 
 from fsspec.implementations.local import LocalFileSystem
 
-from pilotdata.stores.base import InvalidStoreURLError, Store, redact_url
+from pilotdata.redaction import redact_url
+from pilotdata.stores.base import InvalidStoreURLError, Store
 
 __all__ = ["FileStore"]
 

@@ -27,7 +27,8 @@ from fsspec.utils import stringify_path
 from irods import exception as irods_errors
 
 from pilotdata.errors import StoreAuthError, StoreError, StoreUnreachableError
-from pilotdata.stores.base import InvalidStoreURLError, Store, redact_url
+from pilotdata.redaction import redact_url
+from pilotdata.stores.base import InvalidStoreURLError, Store
 
 __all__ = ["SESSION_CALLS", "IRODSFileSystem", "IRODSStore"]
 

@@ -25,8 +25,9 @@ import paramiko
 from fsspec.implementations.sftp import SFTPFileSystem
 
 from pilotdata.errors import StoreAuthError, StoreError, StoreUnreachableError
-from pilotdata.ssh import DEFAULT_KNOWN_HOSTS, verifying_client
-from pilotdata.stores.base import InvalidStoreURLError, Store, redact_url
+from pilotdata.hostkeys import DEFAULT_KNOWN_HOSTS, verifying_client
+from pilotdata.redaction import redact_url
+from pilotdata.stores.base import InvalidStoreURLError, Store
 
 __all__ = ["DEFAULT_KNOWN_HOSTS", "SFTPStore", "UnknownHostKeyError", "VerifiedSFTPFileSystem"]
 

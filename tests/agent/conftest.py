@@ -14,8 +14,7 @@ from pilotdata.coordination import Coordination, connect
 from pilotdata.states import Kind
 from tests import servers
 from tests.agent.harness import AgentProcess
-
-BACKENDS = ["sqlite", "redis"]
+from tests.backends import COORDINATION_BACKENDS, BackendURLs
 
 
 @dataclass
@@ -28,18 +27,11 @@ class Backend:
     coord: Coordination
 
 
-def _url(name: str, request: pytest.FixtureRequest, directory: Path) -> str:
-    if name == "sqlite":
-        return f"sqlite:///{directory / 'coordination.sqlite'}"
-    server: servers.RedisServer = request.getfixturevalue("redis_server")
-    return server.url
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+@pytest.fixture(params=COORDINATION_BACKENDS)
+def backend(request: pytest.FixtureRequest, backend_urls: BackendURLs, tmp_path: Path) -> Iterator[Backend]:
     """A fresh namespace on each backend (function scope)."""
     ns = "a" + uuid.uuid4().hex[:12]
-    url = _url(request.param, request, tmp_path)
+    url = backend_urls.coordination(request.param, tmp_path)
     coord = connect(url, ns)
     yield Backend(request.param, url, ns, coord)
     coord.close()
@@ -64,14 +56,14 @@ class SharedAgent:
         return self.agent.pilot
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=COORDINATION_BACKENDS)
 def shared_agent(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, backend_urls: BackendURLs, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SharedAgent]:
     """One agent with 4 slots per backend for a whole test module; stopped with SIGTERM at the end."""
     directory = tmp_path_factory.mktemp(f"agent-{request.param}")
     ns = "m" + uuid.uuid4().hex[:12]
-    url = _url(request.param, request, directory)
+    url = backend_urls.coordination(request.param, directory)
     coord = connect(url, ns)
     pilot = f"pilot-{request.param}"
     coord.create(Kind.PILOT, pilot, {"slots": 4})

@@ -153,7 +153,7 @@ def process_alive(pid: int) -> bool:
 
 def sh(script: str, **extra: Any) -> dict[str, Any]:
     """A CU description running ``/bin/sh -c script`` (the CU's own shell, not the agent's)."""
-    return {"executable": "/bin/sh", "arguments": ["-c", script], **extra}
+    return {"executable": "/bin/sh", "arguments": ["-c", script], "shell": False, **extra}
 
 
 def lines(path: Path) -> Sequence[str]:

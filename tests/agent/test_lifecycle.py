@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ def _pilot(backend: Backend, pilot: str = "p1") -> str:
     return pilot
 
 
-def _events(backend: Backend, entity: str, entity_id: str) -> list[tuple[str | None, str | None, dict]]:
+def _events(backend: Backend, entity: str, entity_id: str) -> list[tuple[str | None, str | None, dict[str, Any]]]:
     return [
         (e.from_state, e.to_state, e.detail)
         for e in backend.coord.events_after(None, limit=10_000)

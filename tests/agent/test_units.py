@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_args, url_has_password
-from agent.launch import build_argv, cores, cu_environment, expand, mpi_prefix, resolve_executable
+from agent.environment import cu_environment, passed
+from agent.launch import build_argv, cores, expand, mpi_prefix, resolve_executable
 from agent.policies import FailureStreak, Policies
 from agent.reaper import serve
 from agent.sandbox import make_sandbox, sandbox_path
 from agent.slots import SlotPool
 from agent.task import CUFailed, Task
-from agent.worker import signal_reason
 from pilotdata.descriptions import ComputeUnitDescription
 from tests.agent.harness import process_alive
 from tests.servers import wait_until
@@ -40,10 +40,29 @@ def test_expand_unknown_variables_are_empty_and_backslash_dollar_is_literal() ->
     assert expand(r"\$A $$ $! $1 a$", {"A": "x"}) == "$A $$ $! $1 a$"
 
 
-def test_cu_environment_hides_the_coordination_url_and_adds_the_cu_variables() -> None:
-    task = _task(environment={"X": "1", "PATH": "/cu/bin"})
-    env = cu_environment(task, {"PDATA_URL": "redis://:pw@h/0", "PATH": "/usr/bin", "KEEP": "k"}, {"E": "e"})
-    assert env == {"PATH": "/cu/bin", "KEEP": "k", "E": "e", "X": "1"}
+def test_cu_environment_is_an_allow_list_of_the_agent_s_plus_the_cu_s_own() -> None:
+    task = _task(environment={"X": "1", "PATH": "/cu/bin:$PATH"})
+    agent_env = {"PDATA_URL": "redis://:pw@h/0", "PATH": "/usr/bin", "HOME": "/home/u", "KEEP": "k",
+                 "AWS_SECRET_ACCESS_KEY": "s", "SLURM_JOB_ID": "7", "SLURM_JWT": "t", "LC_ALL": "C",
+                 "OMP_NUM_THREADS": "4", "PDATA_SSH_PASSPHRASE": "p", "JOB_ID": "9", "MY_DB_PASSWORD": "x"}
+    env = cu_environment(task, agent_env, {"PDATA_CU_ID": "cu-1"})
+    assert env == {"PATH": "/cu/bin:/usr/bin", "HOME": "/home/u", "SLURM_JOB_ID": "7", "LC_ALL": "C",
+                   "OMP_NUM_THREADS": "4", "JOB_ID": "9", "PDATA_CU_ID": "cu-1", "X": "1"}
+
+
+def test_a_cu_asks_for_an_agent_secret_by_name_in_its_environment() -> None:
+    task = _task(environment={"AWS_ACCESS_KEY_ID": "$AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY":
+                              "${AWS_SECRET_ACCESS_KEY}", "LITERAL": r"\$HOME", "UNSET": "$NOT_THERE"})
+    env = cu_environment(task, {"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "sk", "HOME": "/h"}, {})
+    assert env == {"HOME": "/h", "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "sk", "LITERAL": "$HOME",
+                   "UNSET": ""}
+
+
+@pytest.mark.parametrize("name", ["PDATA_URL", "PDATA_SSH_PASSPHRASE", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN",
+                                  "SLURM_JWT", "PBS_PASSWORD", "REDIS_URL", "REDISCLI_AUTH", "GITHUB_TOKEN",
+                                  "OMPI_SECRET_X", "PDATA_HOME"])
+def test_secrets_and_everything_unlisted_stay_with_the_agent(name: str) -> None:
+    assert not passed(name)
 
 
 # ----------------------------------------------------------------------------- argv
@@ -97,11 +116,6 @@ def test_mpi_argv_puts_the_launcher_before_the_executable(tmp_path: Path) -> Non
     assert argv[-4:] == ["-np", "2", "/bin/hostname", "-s"]
 
 
-def test_signal_reason() -> None:
-    assert signal_reason(3) == "exit code 3"
-    assert signal_reason(-9) == "killed by signal SIGKILL"
-
-
 # ----------------------------------------------------------------------------- sandbox
 def test_sandbox_is_workdir_cu_id_or_the_working_directory(tmp_path: Path) -> None:
     assert sandbox_path(tmp_path, _task()) == tmp_path / "cu-1"
@@ -153,12 +167,14 @@ def test_failure_streak_trips_at_the_limit_and_resets_on_success() -> None:
 
 
 def test_prefetch_grows_for_millisecond_cus_and_stays_one_round_for_longer_ones(tmp_path: Path) -> None:
+    from agent.cores import NodeSlots
     from agent.main import PREFETCH_MAX, Agent
+    from agent.nodes import Node
     from pilotdata.coordination import connect
 
     coord = connect(f"sqlite:///{tmp_path / 'c.sqlite'}", "ns")
     agent = Agent(parse_args(["--pilot", "p1", "--url", "sqlite:///unused"]), coord)
-    agent.slots = SlotPool(2)
+    agent.slots = NodeSlots([Node("localhost", 2)])
     assert agent.prefetch() == 2  # nothing ran yet: one extra round of slots
     for _ in range(50):
         agent.ran(0.0005)

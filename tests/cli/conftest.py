@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ class Pdata:
     runner: CliRunner
 
     def __call__(self, *args: str, code: int = 0, input: str | None = None,
-                 env: dict[str, str | None] | None = None) -> Result:
+                 env: Mapping[str, str | None] | None = None) -> Result:
         """``pdata ARGS``; asserts the exit status is ``code`` (stdout/stderr in the failure message)."""
         result = self.runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
         assert result.exit_code == code, (
@@ -40,13 +40,13 @@ class Pdata:
             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
         return result
 
-    def json(self, *args: str, code: int = 0) -> Any:
+    def json(self, *args: str, code: int = 0, env: Mapping[str, str | None] | None = None) -> Any:
         """``pdata --json ARGS`` parsed."""
-        return json.loads(self("--json", *args, code=code).stdout)
+        return json.loads(self("--json", *args, code=code, env=env).stdout)
 
-    def error(self, *args: str, code: int = 2) -> str:
+    def error(self, *args: str, code: int = 2, env: Mapping[str, str | None] | None = None) -> str:
         """Run a command that must fail with ``code``; return its one error line (asserted to be one)."""
-        result = self(*args, code=code)
+        result = self(*args, code=code, env=env)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, f"expected one error line, got:\n{result.stderr}"
         assert lines[0].startswith("Error: "), lines[0]
@@ -56,7 +56,11 @@ class Pdata:
 
 @pytest.fixture(autouse=True)
 def _own_namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A namespace per test (process-wide caches key on it)."""
+    """A namespace per test (process-wide caches key on it), and an existing PDATA_HOME (as after a first
+    use; read commands refuse one that does not exist, see test_basics)."""
+    import os
+
+    Path(os.environ["PDATA_HOME"]).mkdir(parents=True, exist_ok=True)
     ns = "cli" + uuid.uuid4().hex[:10]
     monkeypatch.setenv("PDATA_NAMESPACE", ns)
     monkeypatch.delenv("PDATA_CONFIG", raising=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pilotdata.cli import exit_code_for
-from pilotdata.cli.settings import ConfigError, config_path, load_config, parse_simple_toml
+from pilotdata.cli.settings import ConfigError, config_path, load_config
 from pilotdata.errors import (
     CoordinationError,
     DescriptionError,
@@ -75,16 +75,20 @@ def test_explicit_config_file_and_bad_config(pdata: Pdata, tmp_path: Path,
     assert "namespace must be a non-empty string" in pdata.error("--config", str(cfg), "store", "ls")
 
 
-def test_simple_toml_subset_matches_tomllib() -> None:
-    """The Python 3.10 fallback parser reads what the configuration needs exactly as tomllib does."""
-    tomllib = pytest.importorskip("tomllib")
-    text = ('# comment\n\nurl = "redis://:p\\"w@host:6379/0"  # trailing\n'
-            "namespace = 'literal \\n kept'\nhistory_url=\"sqlite:///a b\"\n")
-    assert parse_simple_toml(text) == tomllib.loads(text)
-    with pytest.raises(ConfigError, match="line 1: only `key = \"string\"`"):
-        parse_simple_toml("[section]\n")
-    with pytest.raises(ConfigError, match="set twice"):
-        parse_simple_toml('url = "a"\nurl = "b"\n')
+def test_config_file_is_read_as_toml(tmp_path: Path) -> None:
+    """Escapes, literal strings and comments read as TOML says, on every supported Python (tomli on 3.10);
+    a table or a key set twice is an error naming the file or the key."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('# comment\n\nurl = "redis://:p\\"w@host:6379/0"  # trailing\n'
+                   "namespace = 'literal \\n kept'\nhistory_url=\"sqlite:///a b\"\n")
+    assert load_config(cfg) == {"url": 'redis://:p"w@host:6379/0', "namespace": "literal \\n kept",
+                                "history_url": "sqlite:///a b"}
+    cfg.write_text("[section]\n")
+    with pytest.raises(ConfigError, match="unknown key 'section'"):
+        load_config(cfg)
+    cfg.write_text('url = "a"\nurl = "b"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml"):
+        load_config(cfg)
 
 
 def test_load_config_names_file_and_key(tmp_path: Path) -> None:

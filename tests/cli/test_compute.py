@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from pilotdata.cli.output import human_age
 from pilotdata.config import default_coordination_url, default_namespace
 from pilotdata.coordination import connect
-from pilotdata.dataunits import DataUnits
+from pilotdata.data import ReplicaManager
 from pilotdata.descriptions import DataUnitDescription
 from pilotdata.session import Session
 from pilotdata.states import Kind
@@ -21,19 +25,24 @@ def test_pilot_start_ls_show_stop(pdata: Pdata, pilot: str) -> None:
     rows = pdata.json("pilot", "ls")
     assert len(rows) == 1
     row = rows[0]
-    assert {k: row[k] for k in ("id", "state", "resource", "slots", "busy", "queued", "labels")} == {
-        "id": pilot, "state": "Running", "resource": "fork://localhost", "slots": 2, "busy": 0, "queued": 0,
-        "labels": {}}
+    assert {k: row[k] for k in ("id", "state", "site", "resource", "slots", "busy", "queued", "labels")} == {
+        "id": pilot, "state": "Running", "site": None, "resource": "fork://localhost", "slots": 2, "busy": 0,
+        "queued": 0, "labels": {}}
     table = pdata("pilot", "ls").stdout.splitlines()
-    assert table[0].split() == ["ID", "STATE", "RESOURCE", "SLOTS", "BUSY", "QUEUED", "LABELS", "AGE"]
-    assert table[1].split()[:6] == [pilot, "Running", "fork://localhost", "2", "0", "0"]
+    assert table[0].split() == ["ID", "STATE", "SITE", "RESOURCE", "SLOTS", "BUSY", "QUEUED", "LABELS", "AGE"]
+    assert table[1].split()[:7] == [pilot, "Running", "-", "fork://localhost", "2", "0", "0"]
     shown = pdata.json("pilot", "show", pilot)
     assert shown["state"] == "Running" and shown["slots"] == 2 and shown["launcher"]["scheme"] == "fork"
     assert "resource: fork://localhost" in pdata("pilot", "show", pilot).stdout
 
     assert pdata("pilot", "stop", pilot).stderr == f"stopped {pilot}\n"
     assert pdata.json("pilot", "ls") == []
-    assert [(r["id"], r["state"]) for r in pdata.json("pilot", "ls", "--all")] == [(pilot, "Canceled")]
+    ended = pdata.json("pilot", "ls", "--all")
+    assert [(r["id"], r["state"]) for r in ended] == [(pilot, "Canceled")]
+    # AGE of an ended pilot is its lifetime: it stops growing
+    assert ended[0]["ended"] >= ended[0]["created"]
+    age = pdata("pilot", "ls", "--all").stdout.splitlines()[1].split()[-1]
+    assert age == human_age(ended[0]["created"], ended[0]["ended"])
 
 
 def test_pilot_start_bad_input_records_nothing(pdata: Pdata, tmp_path: Path) -> None:
@@ -65,16 +74,16 @@ def test_submit_wait_status_logs_explain(pdata: Pdata, pilot: str) -> None:
     assert summary["counts"] == {"Done": 3, "Failed": 1}
     assert summary["failed"] == [{"id": bad["id"], "state": "Failed", "exit_code": 3, "reason": "exit code 3"}]
     assert result.stderr.strip() == (f"Error: 1 of 4 ComputeUnit(s) did not finish Done; first: {bad['id']} Failed "
-                                     "(exit code 3)")
+                                     "(exit code 3); see 'pdata cu ls --state Failed'")
     assert pdata("wait", *ids).stdout == "3 Done\n"
     forced = pdata("--progress", "wait", *ids)  # a bar on stderr (without a terminal: its label once)
     assert forced.stdout == "3 Done\n" and forced.stderr.startswith("waiting")
 
     status = pdata.json("status")
-    assert status["compute_units"] == {"total": {"Done": 3, "Failed": 1}, "by_pilot": {pilot: {"Done": 3, "Failed": 1}}}
+    assert status["compute_units"] == {"total": {"Done": 3, "Failed": 1}, "by_place": {pilot: {"Done": 3, "Failed": 1}}}
     assert [p["id"] for p in status["pilots"]] == [pilot] and status["shared_queue"] == 0
     human = pdata("status").stdout
-    assert f"{pilot}  Running" in human and "TOTAL" in human
+    assert f"{pilot}  -     Running" in human and "TOTAL" in human
 
     assert pdata("logs", "hello1", "--stdout").stdout == "hello 1\n"
     assert pdata("logs", "bad", "--stderr").stdout == "oops\n"
@@ -113,7 +122,7 @@ def test_submit_bad_input_records_nothing(pdata: Pdata, tmp_path: Path) -> None:
     pdata("store", "add", "s1", str(tmp_path / "s1"))
     session = Session()
     try:
-        fresh = DataUnits(session).register(DataUnitDescription(name="not-uploaded"))
+        fresh = ReplicaManager(session.coord).register(DataUnitDescription(name="not-uploaded"))
     finally:
         session.close()
     before = snapshot()
@@ -153,7 +162,7 @@ def test_submitted_unit_runs_after_pdata_exits(pdata: Pdata, tmp_path: Path) -> 
         assert waited.returncode == 0 and waited.stdout == "1 Done\n", waited.stderr
         assert pdata("logs", "later", "--stdout").stdout == "ran\n"
         status = pdata.json("status")  # the CU ran on the pilot started afterwards
-        assert status["compute_units"]["by_pilot"] == {started.stdout.strip(): {"Done": 1}}
+        assert status["compute_units"]["by_place"] == {started.stdout.strip(): {"Done": 1}}
     finally:
         pdata("pilot", "stop", "--all")
 
@@ -163,7 +172,8 @@ def test_real_pdata_process_json_pilot_ls(pilot: str) -> None:
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert [(r["id"], r["state"], r["slots"]) for r in rows] == [(pilot, "Running", 2)]
-    assert set(rows[0]) == {"id", "state", "resource", "slots", "busy", "queued", "labels", "created", "reason"}
+    assert set(rows[0]) == {"id", "state", "site", "resource", "slots", "busy", "claimed", "queued", "labels",
+                            "created", "started", "ended", "reason", "walltime_left"}
     bad = run_pdata(["pilot", "show", "pilot-nope"], env=dict(os.environ))
     assert (bad.returncode, bad.stdout, bad.stderr) == (2, "", "Error: pilot 'pilot-nope' does not exist\n")
 
@@ -210,3 +220,26 @@ def test_password_in_the_coordination_url_is_never_printed(pdata: Pdata, secret_
         outputs.append(pdata("pilot", "stop", "--all", env=env))
     for result in outputs:
         assert password not in result.stdout and password not in result.stderr, result.stdout + result.stderr
+
+
+def test_submit_fails_only_for_a_placement_failure_not_for_a_run_that_already_failed(
+    pdata: Pdata, pilot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wide = pdata("submit", "--cores", "8", "/bin/true", code=1)  # wider than every pilot: never queued
+    assert wide.stderr.startswith(f"Error: {wide.stdout.strip()} failed at submission: ") and "8" in wide.stderr
+    # a fast pilot may run and fail the CU before submit reads it back: that is the run's failure, not submit's
+    from pilotdata.cli import compute
+
+    original = compute._submit_and_bind
+
+    def submitted_then_run_and_failed(session: Session, *args: Any) -> str:
+        cu_id = original(session, *args)
+        wait_until(lambda: session.coord.get(Kind.CU, cu_id).state == "Failed"
+                   or session.coord.transition(Kind.CU, cu_id, "Failed", expected="Pending").ok, 30,
+                   "the CU to fail")
+        return cu_id
+
+    monkeypatch.setattr(compute, "_submit_and_bind", submitted_then_run_and_failed)
+    cu = pdata("submit", "--", "/bin/false").stdout.strip()
+    assert _state(cu) == "Failed"
+    assert pdata("wait", cu, code=1).stdout == "1 Failed\n"

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 import transfer
-from pilotdata.dataunits import DataUnits
+from pilotdata.data import ReplicaManager, default_checksum
 from pilotdata.descriptions import DataUnitDescription
 from pilotdata.session import Session
 from tests.cli.conftest import Pdata, snapshot
+from transfer.digests import available, new_hash
 
 needs_transfer = pytest.mark.skipif(not hasattr(transfer, "copy_files"),
                                     reason="the transfer engine (transfer.copy_files) has not landed yet")
@@ -27,10 +28,16 @@ def _inputs(tmp_path: Path) -> tuple[Path, Path]:
     return db, query
 
 
+def _digest(path: Path, algorithm: str) -> str:
+    hasher = new_hash(algorithm)
+    hasher.update(path.read_bytes())
+    return hasher.hexdigest()
+
+
 def _empty_du(name: str, store: str) -> str:
     session = Session()
     try:
-        ops = DataUnits(session)
+        ops = ReplicaManager(session.coord)
         du = ops.register(DataUnitDescription(name=name))
         ops.open_empty(du, store)
         return du
@@ -93,6 +100,36 @@ def test_put_bad_input_records_nothing(pdata: Pdata, tmp_path: Path) -> None:
     assert list((tmp_path / "s1").iterdir()) == []
 
 
+
+@pytest.mark.skipif(not available("xxh128"), reason="xxhash is not installed (the fast-hash extra)")
+def test_checksum_setting_flag_environment_and_config_file(pdata: Pdata, tmp_path: Path) -> None:
+    """--checksum > PDATA_CHECKSUM > the config file's checksum > the default; a bad one is exit 2 naming
+    where it came from, and records nothing."""
+    db, query = _inputs(tmp_path)
+    pdata("store", "add", "s1", str(tmp_path / "s1"))
+    shown = pdata.json("config", "show")["checksum"]
+    assert shown == {"value": default_checksum(), "source": "default"}
+
+    def algorithms(du: str) -> set[str]:
+        return {f["algorithm"] for f in pdata.json("show", du)["files"]}
+
+    assert algorithms(pdata("--checksum", "xxh128", "put", str(db)).stdout.strip()) == {"xxh128"}
+    assert algorithms(pdata("put", str(query), env={"PDATA_CHECKSUM": "sha256"}).stdout.strip()) == {"sha256"}
+    home = Path(os.environ["PDATA_HOME"])
+    (home / "config.toml").write_text('checksum = "xxh128"\n')
+    assert pdata.json("config", "show")["checksum"] == {"value": "xxh128", "source": "config file"}
+    assert algorithms(pdata("put", str(query), "--name", "q2").stdout.strip()) == {"xxh128"}
+    human = pdata("show", "q2").stdout
+    assert "CHECKSUM" in human and "xxh128:" in human
+    before = pdata.json("ls")
+    assert "PDATA_CHECKSUM: 'md5' is not a checksum algorithm" in pdata.error("put", str(query),
+                                                                             env={"PDATA_CHECKSUM": "md5"})
+    line = pdata.error("--checksum", "sha1", "put", str(query))
+    assert "--checksum: 'sha1' is not a checksum algorithm; choose one of sha256, blake3, xxh128" in line
+    (home / "config.toml").write_text('checksum = "crc"\n')
+    assert f"checksum in {home / 'config.toml'}: 'crc'" in pdata.error("put", str(query))
+    assert pdata.json("ls") == before  # nothing recorded
+
 @needs_transfer
 def test_put_show_get_replicate_mv_verify(pdata: Pdata, tmp_path: Path) -> None:
     db, query = _inputs(tmp_path)
@@ -106,9 +143,10 @@ def test_put_show_get_replicate_mv_verify(pdata: Pdata, tmp_path: Path) -> None:
 
     shown = pdata.json("show", "genome")
     assert shown["state"] == "Running" and shown["size"] == 45000 + 2700
-    assert {f["path"]: f["sha256"] for f in shown["files"]} == {
-        "db/part1.fa": hashlib.sha256((db / "part1.fa").read_bytes()).hexdigest(),
-        "db/part2.fa": hashlib.sha256((db / "part2.fa").read_bytes()).hexdigest()}
+    algorithm = default_checksum()  # blake3 where installed, else sha256
+    assert {f["path"]: (f["algorithm"], f[algorithm]) for f in shown["files"]} == {
+        "db/part1.fa": (algorithm, _digest(db / "part1.fa", algorithm)),
+        "db/part2.fa": (algorithm, _digest(db / "part2.fa", algorithm))}
     assert (tmp_path / "s1" / du / "db" / "part1.fa").read_bytes() == (db / "part1.fa").read_bytes()
     human = pdata("show", du).stdout
     assert "db/part1.fa" in human and "s1" in human and "complete" in human
@@ -120,7 +158,9 @@ def test_put_show_get_replicate_mv_verify(pdata: Pdata, tmp_path: Path) -> None:
 
     pdata("replicate", du, "--to", "s2")
     assert pdata.json("show", du)["replicas"]["s2"]["status"] == "complete"
-    assert pdata.json("verify", du) == {"id": du, "ok": True, "replicas": {"s1": [], "s2": []}}
+    assert pdata.json("verify", du) == {"id": du, "ok": True, "replicas": {"s1": [], "s2": []},
+                                        "algorithms": [algorithm]}
+    assert f"s2: ok ({algorithm})" in pdata("verify", du).stdout
 
     bad = tmp_path / "s2" / du / "db" / "part1.fa"
     bad.unlink()  # same file system: the replica may be a hard link of s1's file; replace, do not write through

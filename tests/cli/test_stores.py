@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pilotdata.dataunits import DataUnits
+from pilotdata.data import ReplicaManager
 from pilotdata.descriptions import DataUnitDescription
 from pilotdata.session import Session
 from tests.cli.conftest import Pdata, snapshot
@@ -39,7 +39,7 @@ def test_store_rm_refuses_a_store_holding_replicas(pdata: Pdata, tmp_path: Path)
     pdata("store", "add", "s1", str(tmp_path / "s1"))
     session = Session()
     try:
-        ops = DataUnits(session)
+        ops = ReplicaManager(session.coord)
         du = ops.register(DataUnitDescription(name="empty"))
         ops.open_empty(du, "s1")  # a usable (empty) DataUnit with a complete replica on s1
     finally:

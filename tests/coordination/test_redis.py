@@ -1,4 +1,5 @@
-"""Redis-only behaviour: credentials never shown, errors converted, unix sockets, key layout."""
+"""Redis: the coordination conformance suite on a real redis-server, and what only Redis has
+(credentials never shown, errors converted, unix sockets, key layout)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,24 @@ import pytest
 
 from pilotdata.coordination import connect
 from pilotdata.coordination.keys import RedisKeys
-from pilotdata.coordination.redis_backend import RedisCoordination, redact_url
+from pilotdata.coordination.redis_backend import RedisCoordination
 from pilotdata.errors import CoordinationError, DescriptionError
+from pilotdata.redaction import public_url
 from tests import servers
+from tests.backends import BackendURLs
+from tests.coordination.conformance import CoordinationConformance
 
 SECRET = "s3cret"
+
+
+@pytest.fixture
+def backend_url(backend_urls: BackendURLs, tmp_path: Path) -> str:
+    """The session's redis-server (tests keep apart by namespace)."""
+    return backend_urls.coordination("redis", tmp_path)
+
+
+class TestRedisConformance(CoordinationConformance):
+    """The shared coordination behaviour on a real redis-server."""
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +96,11 @@ def test_unix_socket_url(tmp_path: Path, namespace: str) -> None:
         ("redis://h:1", "redis://h:1"),
     ],
 )
-def test_redact_url(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
-    assert repr(RedisCoordination(url, "ns")).count("pw") == 0
+def test_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert public_url(url) == shown  # every other form: tests/test_redaction.py
+    coord = RedisCoordination(url, "ns")
+    assert coord.url == shown
+    assert repr(coord).count("pw") == 0
 
 
 def test_bad_url_is_a_description_error() -> None:

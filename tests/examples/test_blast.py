@@ -19,7 +19,11 @@ import pytest
 
 from examples.blast import data, kmer, merge, report
 from examples.blast.hits import Hit, read_fasta, read_hits
-from pilotdata.coordination import Coordination
+from pilotdata.coordination import connect
+from pilotdata.history import History
+from pilotdata.inspect import Inspector
+from pilotdata.records import TRANSFER_EVENT, ByteCategory, transfer_record
+from pilotdata.runs import start_run
 from pilotdata.session import Session
 from pilotdata.states import Kind
 from tests.servers import require_binary
@@ -202,50 +206,47 @@ def test_hits_rows_round_trip() -> None:
 
 
 # ------------------------------------------------------------------ accounting
-def _du(coord: Coordination, du_id: str, sizes: dict[str, int]) -> None:
-    files = {f"file:{name}": {"size": size, "sha256": "0" * 64} for name, size in sizes.items()}
-    coord.create(Kind.DU, du_id, {"name": du_id, **files})
-
-
-def test_traffic_counts_staging_once_per_pilot_and_links_as_free(tmp_path: Path) -> None:
-    """Real SQLite coordination: DataUnit and pilot records, transfer events as the services write them."""
-    session = Session(f"sqlite:///{tmp_path / 'coord.sqlite'}", namespace="acct")
+def test_traffic_is_the_run_s_byte_accounting(tmp_path: Path) -> None:
+    """Real SQLite coordination and history: transfer records as the data operations and agents write them."""
+    session = Session(f"sqlite:///{tmp_path / 'coord.sqlite'}", namespace="acct",
+                      history_url=f"sqlite:///{tmp_path / 'history.sqlite'}")
     coord = session.coord
-    _du(coord, "du-db", {"blastdb/db.fasta": 1_000_000, "blastdb/db.nsq": 250_000})
-    _du(coord, "du-c0", {"chunk-0000.fasta": 1_000})
-    _du(coord, "du-c1", {"chunk-0001.fasta": 1_000})
-    _du(coord, "du-out", {})
+    run = start_run(coord, "r1").id
     coord.create(Kind.PILOT, "pilot-a", {"labels": {"datacenter": "site-a", "machine": "node-1"},
                                          "cached_dus": ["du-c0", "du-db"]})
     coord.create(Kind.PILOT, "pilot-b", {"labels": {"datacenter": "site-b", "machine": "node-2"},
                                          "cached_dus": ["du-c1", "du-db"]})
+    coord.create_many(Kind.CU, [(f"cu-{i}", {"description": {}, "run": run}) for i in range(4)])
+
+    def record(du: str, nbytes: int, category: ByteCategory, pilot: str | None = None, cu: str | None = None) -> None:
+        coord.record_event(TRANSFER_EVENT, du, transfer_record(du, nbytes, 0.1, category=category, source="x",
+                                                               destination="y", cu=cu, run=None if cu else run),
+                           pilot=pilot)
+
     for du, nbytes in (("du-db", 1_250_000), ("du-c0", 1_000), ("du-c1", 1_000)):
-        coord.record_event("transfer", du, {"du": du, "bytes": nbytes, "source": "local"})
-    coord.record_event("transfer", "du-db", {"du": "du-db", "bytes": 1_250_000, "method": "link"}, pilot="pilot-a")
-    coord.record_event("transfer", "du-c0", {"du": "du-c0", "bytes": 1_000}, pilot="pilot-a")
-    coord.record_event("transfer", "du-db", {"du": "du-db", "bytes": 1_250_000}, pilot="pilot-b")
-    coord.record_event("transfer", "du-c1", {"du": "du-c1", "bytes": 1_000}, pilot="pilot-b")
-    for _ in range(4):
-        coord.record_event("transfer", "du-out", {"du": "du-out", "bytes": 300}, pilot="pilot-a")
-    cu_inputs = [["du-db", "du-c0"], ["du-db", "du-c0"], ["du-db", "du-c1"], ["du-db", "du-c1"]]
-    t = report.traffic(session, cu_inputs, "du-out", ["pilot-a", "pilot-b"])
-    session.close()
-    assert t.naive == 4 * 1_250_000 + 4 * 1_000
-    assert t.uploaded == 1_252_000 and t.outputs == 1_200 and t.linked == 1_250_000
-    assert t.staged == 1_252_000 and t.staged_from == "transfer events"
-    assert t.staged_by_pilot == {"site-a/node-1": 1_000, "site-b/node-2": 1_251_000}
-    assert t.saved == t.naive - t.staged == 3_752_000
+        record(du, nbytes, ByteCategory.UPLOADED)
+    record("du-db", 1_250_000, ByteCategory.REPLICATED)  # to site-b: a replication, not an upload
+    record("du-db", 1_250_000, ByteCategory.LINKED, "pilot-a", "cu-0")
+    record("du-c0", 1_000, ByteCategory.STAGED, "pilot-a", "cu-0")
+    record("du-db", 1_250_000, ByteCategory.CACHE_HIT, "pilot-a", "cu-1")
+    record("du-c0", 1_000, ByteCategory.CACHE_HIT, "pilot-a", "cu-1")
+    record("du-db", 1_250_000, ByteCategory.STAGED, "pilot-b", "cu-2")
+    record("du-c1", 1_000, ByteCategory.STAGED, "pilot-b", "cu-2")
+    record("du-db", 1_250_000, ByteCategory.CACHE_HIT, "pilot-b", "cu-3")
+    record("du-c1", 1_000, ByteCategory.CACHE_HIT, "pilot-b", "cu-3")
+    for i in range(4):
+        record("du-out", 300, ByteCategory.OUTPUT, "pilot-a" if i < 2 else "pilot-b", f"cu-{i}")
+    try:
+        t = report.traffic(session, run, ["pilot-a", "pilot-b"])
+    finally:
+        session.close()
+    assert (t.uploaded, t.replicated, t.staged, t.linked, t.cache_hit, t.output) == (
+        1_252_000, 1_250_000, 1_252_000, 1_250_000, 2_502_000, 1_200)
+    assert t.naive == 4 * 1_250_000 + 4 * 1_000 and t.saved == t.naive - t.staged == 3_752_000
+    assert t.moved == 1_252_000 + 1_250_000 + 1_252_000 + 1_200
+    assert t.by_pilot["site-a/node-1"].by_category["linked"] == 1_250_000
+    assert t.by_pilot["site-b/node-2"].by_category["staged"] == 1_251_000
     assert t.cached == {"site-a/node-1": ["du-c0", "du-db"], "site-b/node-2": ["du-c1", "du-db"]}
-
-
-def test_traffic_falls_back_to_cached_dus_without_staging_events(tmp_path: Path) -> None:
-    session = Session(f"sqlite:///{tmp_path / 'coord.sqlite'}", namespace="acct2")
-    coord = session.coord
-    _du(coord, "du-db", {"db.fasta": 5_000})
-    coord.create(Kind.PILOT, "pilot-a", {"labels": {"datacenter": "site-a"}, "cached_dus": ["du-db"]})
-    t = report.traffic(session, [["du-db"]] * 3, "du-out", ["pilot-a"])
-    session.close()
-    assert t.staged == 5_000 and t.saved == 10_000 and "upper bound" in t.staged_from
 
 
 # ------------------------------------------------------------------ the whole example
@@ -270,7 +271,7 @@ def _path_without_blast() -> str:
 
 
 def _assert_complete_run(proc: subprocess.CompletedProcess[str], doc: dict[str, Any], engine: str,
-                         *, keep: bool = False) -> None:
+                         *, keep: bool = False, url: str | None = None) -> None:
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     found = re.search(r"planted matches\s+(\d+)/(\d+) found", proc.stdout)
     assert found and found[1] == found[2] and int(found[2]) == 8, proc.stdout
@@ -283,9 +284,25 @@ def _assert_complete_run(proc: subprocess.CompletedProcess[str], doc: dict[str, 
     assert b["naive"] >= 4 * doc["db_du_bytes"] > 0
     assert b["saved"] == b["naive"] - b["staged"] > 0
     assert b["staged"] <= 2 * (doc["db_du_bytes"] + 100_000), "each pilot fetches the database at most once"
+    assert b["uploaded"] < 2 * doc["db_du_bytes"], "a replication is not an upload"
     assert set(doc["cached_dus"]) <= {"site-a/node-1", "site-b/node-2"}
     assert Path(doc["hits_file"]).is_file()
     assert (Path(doc["run_dir"]) / "stores").is_dir() is keep, "--keep keeps the stores; they go otherwise"
+    # the summary's bytes are the run's byte accounting: pdata report gives the same numbers
+    coord = connect(url, doc["namespace"])
+    try:
+        with History() as history:
+            ins = Inspector(coord, history)
+            ins.refresh()
+            assert {k: v for k, v in b.items() if k not in ("naive", "by_pilot")} == ins.bytes(doc["run"]).as_dict()
+            assert ins.run(doc["run"]).counts == {"Done": 4}  # the history keeps the run
+        left = {kind: coord.list_ids(kind) for kind in Kind}
+        if keep:
+            assert left[Kind.RUN] == [doc["run"]] and len(left[Kind.CU]) == 4
+        else:  # the example removed its own records: nothing of it is left in coordination
+            assert left == {kind: [] for kind in Kind} and coord.last_cursor() is None
+    finally:
+        coord.close()
 
 
 @pytest.mark.slow
@@ -310,7 +327,7 @@ def test_without_blast_installed_the_example_falls_back_to_the_kmer_engine(tmp_p
 @pytest.mark.slow
 def test_the_example_runs_on_redis_coordination(tmp_path: Path, redis_server: Any) -> None:
     proc, doc = _run_example(tmp_path, "--engine", "kmer", "--url", redis_server.url)
-    _assert_complete_run(proc, doc, "kmer")
+    _assert_complete_run(proc, doc, "kmer", url=redis_server.url)
     assert f"127.0.0.1:{redis_server.port}" in proc.stdout
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the launcher tests: a real single-node SLURM cluster and the test program."""
+"""Fixtures for the launcher tests: real SLURM (one and two nodes), Grid Engine, the PBS wrappers, the test program."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.launchers.program import Program
+from tests.netns_harness import require_netns
+from tests.pbs_harness import torque_wrappers
+from tests.sge_harness import SgeCluster, start_sge
+from tests.slurm2_harness import Slurm2Cluster, start_slurm2
 from tests.slurm_harness import SlurmCluster, start_slurm
 
 
@@ -28,7 +32,35 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def sge_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SgeCluster]:
+    """sge_qmaster + sge_execd in a network namespace for the session (skipped without root / netns)."""
+    require_netns()
+    cluster = start_sge(tmp_path_factory.mktemp("sge"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def program(tmp_path: Path) -> Program:
     """The controllable test command (writes a start file, waits for a release file, exits)."""
     return Program(tmp_path / "prog")
+
+
+@pytest.fixture(scope="session")
+def torque_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with the qsub/qstat/qdel wrappers of slurm-wlm-torque (unpacked, not installed) and sbatch."""
+    return torque_wrappers(tmp_path_factory.mktemp("torque"))
+
+
+@pytest.fixture(scope="session")
+def slurm2_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm2Cluster]:
+    """A two-node SLURM (slurmctld on a bridge, a slurmd per network namespace) for the session."""
+    require_netns()
+    cluster = start_slurm2(tmp_path_factory.mktemp("slurm2"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

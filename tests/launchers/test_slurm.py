@@ -11,7 +11,8 @@ import pytest
 
 from pilotdata.errors import LaunchError
 from pilotdata.launchers import JobState, JobStatus, Launcher, LaunchSpec, launcher_for
-from pilotdata.launchers.slurm import SlurmLauncher
+from pilotdata.launchers.batch import BatchLauncher, Slurm
+from tests.launchers.jobs import wait_final
 from tests.launchers.program import Program
 from tests.servers import SshServer, wait_until
 from tests.slurm_harness import SlurmCluster
@@ -21,22 +22,15 @@ SLURM_WAIT = 45.0
 
 
 @pytest.fixture
-def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmLauncher]:
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[BatchLauncher]:
     launcher = launcher_for("slurm://localhost", slurm_conf=str(slurm_cluster.conf), python=sys.executable)
-    assert isinstance(launcher, SlurmLauncher)
+    assert isinstance(launcher, BatchLauncher) and isinstance(launcher.system, Slurm)
     yield launcher
     launcher.close()
 
 
 def final(launcher: Launcher, job: str, seen: list[JobState] | None = None) -> JobStatus:
-    def check() -> JobStatus | None:
-        status = launcher.status([job])[job]
-        if seen is not None:
-            seen.append(status.state)
-        return status if status.is_final else None
-
-    result: JobStatus = wait_until(check, SLURM_WAIT, f"SLURM job {job} to end")
-    return result
+    return wait_final(launcher, job, SLURM_WAIT, "SLURM", seen)
 
 
 def test_cluster_is_up(slurm_cluster: SlurmCluster) -> None:
@@ -45,7 +39,7 @@ def test_cluster_is_up(slurm_cluster: SlurmCluster) -> None:
 
 
 def test_job_runs_and_is_done(
-    slurm: SlurmLauncher, slurm_cluster: SlurmCluster, program: Program, tmp_path: Path
+    slurm: BatchLauncher, slurm_cluster: SlurmCluster, program: Program, tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
     job = slurm.submit(
@@ -77,7 +71,7 @@ def test_job_runs_and_is_done(
     assert JobState.RUNNING in seen
 
 
-def test_failing_job_is_failed(slurm: SlurmLauncher, program: Program, tmp_path: Path) -> None:
+def test_failing_job_is_failed(slurm: BatchLauncher, program: Program, tmp_path: Path) -> None:
     job = slurm.submit(
         LaunchSpec(pilot_id="j2", argv=program.argv("j2", exit_code=3), working_directory=str(tmp_path / "w"))
     )
@@ -87,7 +81,7 @@ def test_failing_job_is_failed(slurm: SlurmLauncher, program: Program, tmp_path:
 
 
 def test_job_cancelled_by_the_batch_system_is_canceled(
-    slurm: SlurmLauncher, slurm_cluster: SlurmCluster, program: Program, tmp_path: Path
+    slurm: BatchLauncher, slurm_cluster: SlurmCluster, program: Program, tmp_path: Path
 ) -> None:
     job = slurm.submit(
         LaunchSpec(pilot_id="j3", argv=program.argv("j3", hold=True), working_directory=str(tmp_path / "w"))
@@ -101,17 +95,20 @@ def test_job_cancelled_by_the_batch_system_is_canceled(
     assert "CANCELLED" in (status.reason or "")
 
 
-def test_cancel_through_the_launcher(slurm: SlurmLauncher, program: Program, tmp_path: Path) -> None:
-    job = slurm.submit(
-        LaunchSpec(pilot_id="j4", argv=program.argv("j4", hold=True), working_directory=str(tmp_path / "w"))
+def test_cancel_through_the_launcher(
+    slurm: BatchLauncher, slurm_cluster: SlurmCluster, program: Program, tmp_path: Path
+) -> None:
+    job = slurm.submit(  # a pilot id as the services make them
+        LaunchSpec(pilot_id="pilot-0a1b2c", argv=program.argv("j4", hold=True), working_directory=str(tmp_path / "w"))
     )
+    assert slurm_cluster.run("squeue", "-h", "-j", job, "-o", "%j").stdout.strip() == "pilot-0a1b2c"  # not pilot-pilot-
     slurm.cancel(job)  # pending or running: either way it ends canceled
     assert final(slurm, job).state is JobState.CANCELED
     slurm.cancel(job)  # already ended: no error
 
 
 def test_job_unknown_to_slurm_is_never_running(
-    slurm: SlurmLauncher, program: Program, tmp_path: Path, slurm_cluster: SlurmCluster
+    slurm: BatchLauncher, program: Program, tmp_path: Path, slurm_cluster: SlurmCluster
 ) -> None:
     answer = slurm.status(["987654", "not-a-job"])
     assert answer["987654"].state is JobState.UNKNOWN
@@ -140,7 +137,7 @@ def test_job_unknown_to_slurm_is_never_running(
     assert (status.state, status.exit_code) == (JobState.FAILED, 4)
 
 
-def test_bad_partition_is_a_launch_error(slurm: SlurmLauncher, tmp_path: Path) -> None:
+def test_bad_partition_is_a_launch_error(slurm: BatchLauncher, tmp_path: Path) -> None:
     with pytest.raises(LaunchError, match=r"slurm://localhost: sbatch rejected pilot j6"):
         slurm.submit(
             LaunchSpec(

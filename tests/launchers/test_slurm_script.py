@@ -1,4 +1,4 @@
-"""The SLURM batch script generator and output parsers (pure functions, no cluster)."""
+"""The SLURM job script and the parsers of sbatch / squeue / scontrol / jobcomp output (no cluster)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,20 @@ import pytest
 
 from pilotdata.errors import LaunchError
 from pilotdata.launchers import JobState, JobStatus, LaunchSpec
-from pilotdata.launchers.slurm import (
-    batch_script,
-    env_file_text,
+from pilotdata.launchers._runner import LocalRunner
+from pilotdata.launchers.batch import BatchJob, Slurm
+from pilotdata.launchers.batch.slurm import (
     map_state,
     parse_jobcomp,
     parse_sbatch_output,
     parse_scontrol_job,
     parse_squeue,
 )
+from pilotdata.launchers.batch.system import env_file_text
+
+
+def slurm(**options: object) -> Slurm:
+    return Slurm(LocalRunner(), "slurm://localhost", {}, **options)  # type: ignore[arg-type]
 
 
 def directives(script: str) -> list[str]:
@@ -33,18 +38,15 @@ def test_script_maps_every_description_key() -> None:
         queue="normal",
         project="TG-123",
     )
-    script = batch_script(
-        spec,
-        working_directory="/scratch/u/run",
-        control_dir="/scratch/u/run/.ctl",
-        env_file="/scratch/u/run/.ctl/env",
-        extra_directives=["--mem=2G"],
-    )
+    job = BatchJob.at(spec, "/scratch/u/run", control_dir="/scratch/u/run/.ctl", directives=("--exclusive",))
+    script = slurm(sbatch_options=["--mem=2G"]).render(job)
     assert script.startswith("#!/bin/bash\n")
     assert directives(script) == [
-        "--job-name=pilot-pilot-7",
+        "--job-name=pilot-7",  # not pilot-pilot-7
         "--ntasks=8",
+        "--nodes=2",
         "--ntasks-per-node=4",
+        "--no-kill",  # a failed node must not end the pilot's other nodes
         "--time=91",
         "--partition=normal",
         "--account=TG-123",
@@ -52,8 +54,10 @@ def test_script_maps_every_description_key() -> None:
         "--output=/scratch/u/run/pilot-7.stdout",
         "--error=/scratch/u/run/pilot-7.stderr",
         "--mem=2G",
+        "--exclusive",
     ]
     body = script.splitlines()
+    assert "cd /scratch/u/run || exit 1" in body
     assert ". /scratch/u/run/.ctl/env" in body
     assert "python3 -m agent --pilot pilot-7" in body
     assert "pw@" not in script  # secrets live in the env file only
@@ -62,11 +66,8 @@ def test_script_maps_every_description_key() -> None:
 
 def test_script_omits_unset_keys_and_quotes_spaces() -> None:
     spec = LaunchSpec(pilot_id="p", argv=["echo", "it's"], working_directory="/x", stdout="my out.txt")
-    script = batch_script(
-        spec, working_directory="/data/my runs", control_dir="/data/my runs/.c", env_file=None
-    )
-    lines = directives(script)
-    assert lines == [
+    script = slurm().render(BatchJob.at(spec, "/data/my runs", control_dir="/data/my runs/.c"))
+    assert directives(script) == [
         "--job-name=pilot-p",
         "--ntasks=1",
         '--chdir="/data/my runs"',
@@ -79,22 +80,22 @@ def test_script_omits_unset_keys_and_quotes_spaces() -> None:
 
 @pytest.mark.parametrize("bad", [["mem=2G"], ["--a\n--b"]])
 def test_bad_extra_directive(bad: list[str]) -> None:
-    spec = LaunchSpec(pilot_id="p", argv=["true"], working_directory="/x")
+    job = BatchJob.at(LaunchSpec(pilot_id="p", argv=["true"], working_directory="/x"), "/x")
     with pytest.raises(LaunchError, match="sbatch_options"):
-        batch_script(spec, working_directory="/x", control_dir="/x/c", env_file=None, extra_directives=bad)
+        slurm(sbatch_options=bad).render(job)
+    with pytest.raises(LaunchError, match="directives"):
+        slurm().render(BatchJob.at(job.spec, "/x", directives=tuple(bad)))
 
 
 def test_quote_in_directive_value_is_rejected() -> None:
     spec = LaunchSpec(pilot_id="p", argv=["true"], working_directory="/x", queue='a"b')
     with pytest.raises(LaunchError, match="queue"):
-        batch_script(spec, working_directory="/x", control_dir="/x/c", env_file=None)
+        slurm().render(BatchJob.at(spec, "/x"))
 
 
 def test_walltime_rounds_up_to_whole_minutes() -> None:
     spec = LaunchSpec(pilot_id="p", argv=["true"], working_directory="/x", walltime_minutes=0.1)
-    assert "--time=1" in directives(
-        batch_script(spec, working_directory="/x", control_dir="/c", env_file=None)
-    )
+    assert "--time=1" in directives(slurm().render(BatchJob.at(spec, "/x")))
 
 
 def test_env_file_text_is_shell_quoted() -> None:
@@ -111,7 +112,7 @@ def test_parse_sbatch_output() -> None:
 
 
 @pytest.mark.parametrize(
-    ("slurm", "ours"),
+    ("slurm_state", "ours"),
     [
         ("PENDING", JobState.PENDING),
         ("CONFIGURING", JobState.PENDING),
@@ -129,8 +130,8 @@ def test_parse_sbatch_output() -> None:
         ("SOMETHING_NEW", JobState.UNKNOWN),
     ],
 )
-def test_state_mapping(slurm: str, ours: JobState) -> None:
-    assert map_state(slurm) is ours
+def test_state_mapping(slurm_state: str, ours: JobState) -> None:
+    assert map_state(slurm_state) is ours
 
 
 def test_parse_squeue_and_scontrol() -> None:

@@ -7,8 +7,8 @@ import pytest
 import pilotdata.launchers as launchers
 from pilotdata.errors import DescriptionError, LaunchError, UnknownSchemeError
 from pilotdata.launchers import JobState, JobStatus, LaunchSpec, launcher_for, redact_url, supported_schemes
+from pilotdata.launchers.batch import SCHEMES, BatchLauncher, Lsf, Pbs, Sge, Slurm
 from pilotdata.launchers.fork import ForkLauncher
-from pilotdata.launchers.slurm import SlurmLauncher
 from pilotdata.launchers.ssh import SshLauncher
 
 
@@ -108,11 +108,19 @@ def test_redact_url() -> None:
 
 def test_registry_maps_schemes_to_classes() -> None:
     # subprocess: BigJob's later name for fork
-    assert supported_schemes() == ["fork", "slurm", "slurm+ssh", "ssh", "subprocess"]
+    batch = [f"{base}{ssh}" for base in ("lsf", "pbs", "pbspro", "sge", "slurm", "torque") for ssh in ("", "+ssh")]
+    assert supported_schemes() == sorted(["fork", "ssh", "subprocess", *batch])
     assert isinstance(launcher_for("fork://localhost"), ForkLauncher)
-    assert isinstance(launcher_for("slurm://localhost"), SlurmLauncher)
-    assert isinstance(launcher_for("slurm+ssh://u@127.0.0.1:1"), SlurmLauncher)  # connects on first use
     assert isinstance(launcher_for("ssh://u@127.0.0.1:1"), SshLauncher)
+    assert set(batch) == set(SCHEMES)  # the lazy registry and the batch layer name the same schemes
+    systems = {"slurm": Slurm, "pbs": Pbs, "torque": Pbs, "pbspro": Pbs, "sge": Sge, "lsf": Lsf}
+    for scheme in batch:  # one launcher class, parameterized by the batch system
+        url = f"{scheme}://u@127.0.0.1:1" if scheme.endswith("+ssh") else f"{scheme}://localhost"
+        launcher = launcher_for(url)  # +ssh connects on first use
+        assert isinstance(launcher, BatchLauncher)
+        assert type(launcher.system) is systems[scheme.removesuffix("+ssh")]
+    assert launcher_for("pbspro://localhost").system.flavor == "pro"  # type: ignore[attr-defined]
+    assert launcher_for("torque+ssh://u@h").system.flavor == "torque"  # type: ignore[attr-defined]
 
 
 def test_unknown_scheme_lists_the_supported_ones() -> None:
@@ -126,10 +134,33 @@ def test_unknown_scheme_lists_the_supported_ones() -> None:
         launcher_for("localhost")
 
 
-def test_unknown_scheme_error_never_shows_a_password() -> None:
+def test_scheme_errors_never_show_a_password() -> None:
     with pytest.raises(UnknownSchemeError) as info:
-        launcher_for("pbs://user:topsecret@host")
+        launcher_for("pbz://user:topsecret@host")
     assert "topsecret" not in str(info.value)
+    with pytest.raises(LaunchError) as launch:
+        launcher_for("pbs://user:topsecret@host")  # pbs:// is this host's client: the error names the URL
+    assert "topsecret" not in str(launch.value) and "pbs://user:***@host" in str(launch.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "what"),
+    [
+        ("condor://localhost", "HTCondor pools"),
+        ("condorg://localhost", "HTCondor-G"),
+        ("ec2+ssh://aws.amazon.com", "Amazon EC2 virtual machines"),
+        ("nova+ssh://cloud.example.org", "OpenStack Nova virtual machines"),
+        ("gce+ssh://", "Google Compute Engine virtual machines"),
+    ],
+)
+def test_bigjob_schemes_without_a_launcher_say_so(url: str, what: str) -> None:
+    scheme = url.split("://")[0]
+    with pytest.raises(UnknownSchemeError) as info:
+        launcher_for(url)
+    message = str(info.value)
+    assert message.startswith(f"no launcher for scheme {scheme!r} ({what}: designed, not built")
+    assert "docs/resources.md" in message
+    assert "; supported: fork, lsf, lsf+ssh, pbs, pbs+ssh," in message
 
 
 def test_unknown_option_is_rejected() -> None:
@@ -146,6 +177,7 @@ def test_register_launcher_and_public_api() -> None:
         launchers._REGISTRY.pop("local")
     assert set(launchers.__all__) == {
         "FINAL_JOB_STATES",
+        "NOT_BUILT",
         "JobState",
         "JobStatus",
         "LaunchSpec",

@@ -148,18 +148,47 @@ def test_wrong_user_key_is_an_auth_error(sshd_server: SshServer, tmp_path: Path)
         launcher.status(["1:1:/x"])
 
 
-def test_missing_python_is_named(sshd_server: SshServer, tmp_path: Path) -> None:
-    launcher = launcher_for(url(sshd_server), **options(sshd_server, python="/nonexistent/python3"))
-    with pytest.raises(LaunchError, match=r"Python interpreter '/nonexistent/python3' not found"):
+HOW_TO_SET = ("name the interpreter that has pilot-data with the launcher option python: "
+              "launcher_options={'python': '/path/to/venv/bin/python'} (PilotComputeService), "
+              "create_pilot(..., python='/path/to/venv/bin/python'), or pdata pilot start ssh://")
+
+
+def _launch_error(sshd_server: SshServer, tmp_path: Path, python: str) -> str:
+    launcher = launcher_for(url(sshd_server), **options(sshd_server, python=python))
+    with pytest.raises(LaunchError) as info:
         launcher.submit(LaunchSpec(pilot_id="s5", argv=["true"], working_directory=str(tmp_path / "w5")))
+    assert not (tmp_path / "w5").exists()  # nothing was started or created
+    return str(info.value)
 
 
-def test_missing_package_is_named(sshd_server: SshServer, tmp_path: Path) -> None:
+def test_missing_python_is_named_with_how_to_set_it(sshd_server: SshServer, tmp_path: Path) -> None:
+    message = _launch_error(sshd_server, tmp_path, "/nonexistent/python3")
+    where = f"{sshd_server.user}@127.0.0.1:{sshd_server.port}"
+    assert message.startswith(f"{url(sshd_server)}: the remote interpreter '/nonexistent/python3' was not found "
+                              f"on {where} (SSH runs commands in a non-login shell: ")
+    assert HOW_TO_SET in message and "--launcher-option python=/path/to/venv/bin/python" in message
+
+
+def test_missing_package_names_the_interpreter_it_resolved_to(sshd_server: SshServer, tmp_path: Path) -> None:
     venv = tmp_path / "bare-venv"  # a real interpreter that lacks pilotdata
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    launcher = launcher_for(url(sshd_server), **options(sshd_server, python=str(venv / "bin" / "python")))
-    with pytest.raises(LaunchError, match="package pilotdata is not installed"):
-        launcher.submit(LaunchSpec(pilot_id="s6", argv=["true"], working_directory=str(tmp_path / "w6")))
+    message = _launch_error(sshd_server, tmp_path, str(venv / "bin" / "python"))
+    version = ".".join(map(str, sys.version_info[:3]))
+    assert f"'{venv}/bin/python' on {sshd_server.user}@127.0.0.1:{sshd_server.port} is " in message
+    assert f"(Python {version}) and cannot import pilotdata: install it for that interpreter " in message
+    assert HOW_TO_SET in message
+
+
+def test_too_old_python_is_named(sshd_server: SshServer, tmp_path: Path) -> None:
+    """An interpreter that answers like a Python 3.6 (whose import of pilotdata fails on its syntax)."""
+    old = tmp_path / "python3.6"
+    old.write_text("#!/bin/sh\necho /opt/old/bin/python3.6; echo 3.6.15\n"
+                   "echo '  File \"pilotdata/__init__.py\"' >&2; echo 'SyntaxError: invalid syntax' >&2; exit 1\n")
+    old.chmod(0o755)
+    message = _launch_error(sshd_server, tmp_path, str(old))
+    assert f"'{old}' on " in message and "is /opt/old/bin/python3.6 (Python 3.6.15), but pilot-data needs " \
+                                          "Python 3.10 or newer; " in message
+    assert HOW_TO_SET in message
 
 
 def test_password_in_url_is_refused_without_echo(sshd_server: SshServer) -> None:

@@ -9,28 +9,16 @@ import pytest
 
 from pilotdata import PilotComputeService
 from pilotdata.session import Session
-from tests.servers import RedisServer
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def session(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Iterator[Session]:
-    """A session on a fresh SQLite file or a fresh namespace of the real redis-server."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'coord.sqlite'}"
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url = server.url
-    s = Session(url, namespace=namespace, history_url=f"sqlite:///{tmp_path / 'history.sqlite'}")
-    yield s
-    s.close()
+from tests.backends import BackendURLs
 
 
 @pytest.fixture
-def sqlite_session(tmp_path: Path, namespace: str) -> Iterator[Session]:
-    """A session on a fresh embedded SQLite file."""
-    s = Session(f"sqlite:///{tmp_path / 'coord.sqlite'}", namespace=namespace)
-    yield s
-    s.close()
+def session(coordination_url: str, backend_urls: BackendURLs, tmp_path: Path, namespace: str) -> Iterator[Session]:
+    """A session on a fresh SQLite file or a fresh namespace of the real redis-server."""
+    with backend_urls.history("sqlite", tmp_path) as history_url:
+        s = Session(coordination_url, namespace=namespace, history_url=history_url)
+        yield s
+        s.close()
 
 
 @pytest.fixture

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from pilotdata.coordination import EntityRecord
+from pilotdata.data import ReplicaManager
+from pilotdata.descriptions import ComputeUnitDescription, DataUnitDescription
+from pilotdata.records import cu_description
+from pilotdata.services import binder
 from pilotdata.services.binder import bind_round
-from pilotdata.services.compute_data import bind_now, submit_units
+from pilotdata.services.submission import bind_now, submit_units
 from pilotdata.session import Session
 from pilotdata.states import Kind
 
@@ -37,6 +42,55 @@ def test_affinity_sends_work_to_its_site_and_unlabelled_work_to_the_shared_queue
     assert out.bound == {cus[0].id: "p-b", cus[1].id: ""}
     placement = sqlite_session.coord.get(Kind.CU, cus[0].id).data["placement"]
     assert "p-b" in placement
+
+
+def test_the_placement_reason_is_written_with_the_bind_in_one_step(sqlite_session: Session) -> None:
+    """The reason is in the CU's data exactly when the bind applied: the event and the data agree."""
+    _running_pilot(sqlite_session, "p-a", "site-a")
+    coord = sqlite_session.coord
+    cu = submit_units(sqlite_session, [{"executable": "/bin/true", "affinity_datacenter_label": "site-a"}])[0]
+    cursor = coord.last_cursor()
+    out = bind_round(coord, [cu.id], {})
+    rec = coord.get(Kind.CU, cu.id)
+    events = [e for e in coord.events_after(cursor, limit=100) if e.id == cu.id]
+    assert out.bound == {cu.id: "p-a"} and rec.state == "Pending"
+    assert rec.data["placement"] == rec.detail["placement"] and "p-a" in rec.data["placement"]
+    assert [e.to_state for e in events] == ["Pending"]  # one write: no separate update for the reason
+    lost = submit_units(sqlite_session, [{"executable": "/bin/true", "affinity_datacenter_label": "site-a"}])[0]
+    lost.cancel()  # moved by someone else before the binder got to it: nothing is written
+    assert bind_round(coord, [lost.id], {}).bound == {}
+    assert "placement" not in coord.get(Kind.CU, lost.id).data
+
+
+def test_a_held_cu_is_parsed_once_however_many_rounds_hold_it(
+    sqlite_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's description cache spares every later round the parse of every unbound CU."""
+    coord = sqlite_session.coord
+    _running_pilot(sqlite_session, "p-a", "site-a")
+    du = ReplicaManager(coord).register(DataUnitDescription(name="still-uploading"))
+    cu = submit_units(sqlite_session, [{"executable": "/bin/true", "input_data": [du]}])[0]
+    parsed: list[str] = []
+
+    def counting_parse(rec: EntityRecord) -> ComputeUnitDescription:
+        parsed.append(rec.id)
+        return cu_description(rec)
+
+    monkeypatch.setattr(binder, "cu_description", counting_parse)
+    cache: dict[str, ComputeUnitDescription] = {}
+    for _ in range(3):
+        assert bind_round(coord, [cu.id], {}, descriptions=cache).held == [cu.id]
+    assert parsed == [cu.id]
+    assert coord.get(Kind.CU, cu.id).state == "New"
+
+
+def test_a_cu_whose_recorded_description_does_not_parse_ends_failed(sqlite_session: Session) -> None:
+    coord = sqlite_session.coord
+    coord.create(Kind.CU, "cu-bad", {"description": {"executable": "/bin/true", "number_of_processes": 0}})
+    out = bind_round(coord, ["cu-bad"], {})
+    rec = coord.get(Kind.CU, "cu-bad")
+    assert out.failed == ["cu-bad"] and rec.state == "Failed"
+    assert rec.detail["reason"].startswith("bad description: number_of_processes")
 
 
 def test_bind_now_without_pilots_uses_the_shared_queue(sqlite_session: Session) -> None:

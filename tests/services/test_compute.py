@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pilotdata import ComputeDataService, ComputeUnit, PilotComputeService, State
+from pilotdata import ComputeDataService, ComputeUnit, PilotCompute, PilotComputeService, State
 from pilotdata.errors import DescriptionError, NotFoundError, TimeoutExpired, UnknownSchemeError
 from pilotdata.services import FailurePolicy
 from pilotdata.session import Session
@@ -19,7 +19,9 @@ from pilotdata.states import Kind
 from tests.servers import wait_until
 
 
-def _pilot(session: Session, made: list[PilotComputeService], tmp_path: Path, **extra: object):
+def _pilot(
+    session: Session, made: list[PilotComputeService], tmp_path: Path, **extra: object
+) -> tuple[PilotComputeService, PilotCompute]:
     pcs = PilotComputeService(session=session, policy=FailurePolicy(heartbeat_ttl=3))
     made.append(pcs)
     desc = {"service_url": "fork://localhost", "number_of_processes": 2,
@@ -27,12 +29,14 @@ def _pilot(session: Session, made: list[PilotComputeService], tmp_path: Path, **
     return pcs, pcs.create_pilot(desc)
 
 
-def test_pilot_runs_compute_units_bigjob_style(session: Session, pcs_factory, tmp_path: Path) -> None:
+def test_pilot_runs_compute_units_bigjob_style(
+    session: Session, pcs_factory: list[PilotComputeService], tmp_path: Path
+) -> None:
     pcs, pilot = _pilot(session, pcs_factory, tmp_path)
-    assert pilot.wait(timeout=30) == State.Running
+    assert pilot.wait(timeout=30, state=State.Running) == State.Running
     cds = ComputeDataService(session=session)
     cds.add_pilot_compute_service(pcs)
-    cus = [cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", "echo $GREETING $N"],
+    cus = [cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", "echo $GREETING $N"], "shell": False,
                                     "environment": [f"N={i}", "GREETING=hello"]}) for i in range(6)]
     cds.wait(timeout=60)
     assert [cu.get_state() for cu in cus] == [State.Done] * 6
@@ -43,11 +47,13 @@ def test_pilot_runs_compute_units_bigjob_style(session: Session, pcs_factory, tm
     assert pilot.get_details()["slots"] == 2
 
 
-def test_failed_unit_reports_exit_code_and_reason(session: Session, pcs_factory, tmp_path: Path) -> None:
+def test_failed_unit_reports_exit_code_and_reason(
+    session: Session, pcs_factory: list[PilotComputeService], tmp_path: Path
+) -> None:
     pcs, pilot = _pilot(session, pcs_factory, tmp_path)
     cds = ComputeDataService(session=session)
     cds.add_pilot_compute_service(pcs)
-    bad = cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", "exit 255"]})
+    bad = cds.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", "exit 255"], "shell": False})
     missing = cds.submit_compute_unit({"executable": "/no/such/program"})
     assert bad.wait(timeout=60) == State.Failed
     assert bad.get_exit_code() == 255
@@ -68,9 +74,9 @@ def test_bad_description_records_nothing(session: Session) -> None:
 
 
 def test_bulk_submit_records_and_binds_in_chunks_and_runs_every_unit_once(
-    session: Session, pcs_factory, tmp_path: Path
+    session: Session, pcs_factory: list[PilotComputeService], tmp_path: Path
 ) -> None:
-    from pilotdata.services.compute_data import SUBMIT_CHUNK, submit_units
+    from pilotdata.services.submission import SUBMIT_CHUNK, submit_units
 
     n = 2 * SUBMIT_CHUNK + 7
     seen: list[list[str]] = []
@@ -107,7 +113,8 @@ def test_wait_until_follows_events_and_times_out_naming_the_outstanding(session:
     coord = session.coord
     coord.create_many(Kind.CU, [("w1", {}), ("w2", {})])
     coord.transition(Kind.CU, "w1", "Canceled")
-    with pytest.raises(TimeoutExpired, match="1 cu"):
+    outstanding = r"1 of 2 ComputeUnit\(s\) not finished \(1 New, e\.g\. w2 New\); no live pilot: start one"
+    with pytest.raises(TimeoutExpired, match=outstanding):
         wait_until(coord, Kind.CU, ["w1", "w2"], timeout=0.3)
     coord.transition(Kind.CU, "w2", "Pending")
     wait_until(coord, Kind.CU, ["w1", "w2"], {"Pending"}, timeout=5)  # a target state, not only final
@@ -115,7 +122,9 @@ def test_wait_until_follows_events_and_times_out_naming_the_outstanding(session:
         wait_until(coord, Kind.CU, ["w1", "nope"], timeout=5)
 
 
-def test_reconnect_by_id_from_another_process(session: Session, pcs_factory, tmp_path: Path) -> None:
+def test_reconnect_by_id_from_another_process(
+    session: Session, pcs_factory: list[PilotComputeService], tmp_path: Path
+) -> None:
     pcs, pilot = _pilot(session, pcs_factory, tmp_path)
     cu = pilot.submit_compute_unit({"executable": "/bin/sleep", "arguments": ["0.2"]})
     script = textwrap.dedent(f"""
@@ -130,7 +139,7 @@ def test_reconnect_by_id_from_another_process(session: Session, pcs_factory, tmp
     assert out.stdout.split() == ["Done", "Running"]
 
 
-def test_cancel_unit_and_wait_timeout(session: Session, pcs_factory, tmp_path: Path) -> None:
+def test_cancel_unit_and_wait_timeout(session: Session, pcs_factory: list[PilotComputeService], tmp_path: Path) -> None:
     pcs, pilot = _pilot(session, pcs_factory, tmp_path)
     cu = pilot.submit_compute_unit({"executable": "/bin/sleep", "arguments": ["60"]})
     wait_until(lambda: cu.get_state() == State.Running, 30, "the CU to run")
@@ -141,11 +150,12 @@ def test_cancel_unit_and_wait_timeout(session: Session, pcs_factory, tmp_path: P
     wait_until(lambda: not session.coord.claimed(pilot.id), 30, "the agent to release the canceled CU")
 
 
-def test_pilot_whose_process_dies_is_marked_and_work_requeued(sqlite_session: Session, pcs_factory,
-                                                              tmp_path: Path) -> None:
+def test_pilot_whose_process_dies_is_marked_and_work_requeued(
+    sqlite_session: Session, pcs_factory: list[PilotComputeService], tmp_path: Path
+) -> None:
     """BigJob #30: a pilot whose job ended never stays Running; its claimed work goes back to the queue."""
     pcs, pilot = _pilot(sqlite_session, pcs_factory, tmp_path)
-    assert pilot.wait(timeout=30) == State.Running
+    assert pilot.wait(timeout=30, state=State.Running) == State.Running
     cu = pilot.submit_compute_unit({"executable": "/bin/sleep", "arguments": ["60"]})
     wait_until(lambda: cu.get_state() == State.Running, 30, "the CU to run")
     agent_pid = int(pilot.get_details()["host"]["pid"]) if isinstance(pilot.get_details()["host"], dict) \
@@ -159,7 +169,9 @@ def test_pilot_whose_process_dies_is_marked_and_work_requeued(sqlite_session: Se
     assert cu.id in sqlite_session.coord.queued(None)
 
 
-def test_unit_bigger_than_any_pilot_fails_clearly(session: Session, pcs_factory, tmp_path: Path) -> None:
+def test_unit_bigger_than_any_pilot_fails_clearly(
+    session: Session, pcs_factory: list[PilotComputeService], tmp_path: Path
+) -> None:
     pcs, pilot = _pilot(session, pcs_factory, tmp_path)
     cds = ComputeDataService(session=session)
     cds.add_pilot_compute_service(pcs)
@@ -168,7 +180,7 @@ def test_unit_bigger_than_any_pilot_fails_clearly(session: Session, pcs_factory,
     assert "slot" in (cu.get_details()["reason"] or "")
 
 
-def test_callbacks_and_explain(sqlite_session: Session, pcs_factory, tmp_path: Path) -> None:
+def test_callbacks_and_explain(sqlite_session: Session, pcs_factory: list[PilotComputeService], tmp_path: Path) -> None:
     pcs, pilot = _pilot(sqlite_session, pcs_factory, tmp_path, affinity_datacenter_label="site-a")
     cds = ComputeDataService(session=sqlite_session)
     cds.add_pilot_compute_service(pcs)

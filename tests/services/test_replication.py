@@ -27,10 +27,10 @@ def test_hot_dataunit_gets_a_replica_at_the_readers_site(sqlite_session: Session
                                     "working_directory": str(tmp_path / f"pilot-{i}"), **SITE_B})
                   for i in range(2)]
         for pilot in pilots:
-            assert pilot.wait(timeout=30) == State.Running
+            assert pilot.wait(timeout=30, state=State.Running) == State.Running
         db = cds.submit_data_unit({"file_urls": [str(tmp_path / "db.bin")], **SITE_A}, pilot_data=pd_a)
         assert db.wait(timeout=30) == State.Running
-        cus = cds.submit_compute_units([{"executable": "/bin/sh", "arguments": ["-c", "wc -c < db.bin"],
+        cus = cds.submit_compute_units([{"executable": "/bin/sh", "arguments": ["-c", "wc -c < db.bin"], "shell": False,
                                          "input_data": [db.id], **SITE_B} for _ in range(4)])
         cds.wait(timeout=120)
         assert [cu.get_state() for cu in cus] == [State.Done] * 4

@@ -11,10 +11,10 @@ import hashlib
 import os
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 import pytest
@@ -103,6 +103,12 @@ class Site:
         return sorted(p[len(base):].lstrip("/") for p in found)
 
 
+class SiteFactory(Protocol):
+    """What the ``site_factory`` fixture returns: ``site_factory(kind, name="site")`` -> a fresh site."""
+
+    def __call__(self, kind: str, name: str = "site") -> Site: ...
+
+
 def make_site(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name: str = "site") -> Site:
     """A fresh, empty site of ``kind``."""
     if kind == "file":
@@ -129,9 +135,13 @@ def make_site(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name: s
 
 
 @pytest.fixture
-def site_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str, str], Site]:
+def site_factory(tmp_path: Path, request: pytest.FixtureRequest) -> SiteFactory:
     """``site_factory(kind, name)`` -> a fresh site."""
-    return lambda kind, name="site": make_site(kind, tmp_path, request, name)
+
+    def make(kind: str, name: str = "site") -> Site:
+        return make_site(kind, tmp_path, request, name)
+
+    return make
 
 
 @pytest.fixture(autouse=True)

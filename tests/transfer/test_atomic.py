@@ -1,9 +1,10 @@
 """Atomic publish: a copy killed with SIGKILL mid-file leaves nothing under the final name.
 
 The child process copies from a FIFO, so the test decides exactly how far the copy gets: it feeds
-10 MiB, waits until the destination holds unpublished data (a part file, or an S3 multipart upload
-with a part), kills the child, and checks that no file or object has the final name. A retry then
-completes.
+10 MiB, waits until the destination holds unpublished data (an unnamed O_TMPFILE file held open by the
+child on a local disk, a part file over SFTP, an S3 multipart upload with a part), kills the child,
+and checks that no file or object has the final name -- and, locally, that nothing at all is left. A
+retry then completes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from tests.servers import wait_until
-from tests.transfer.conftest import KINDS, Site, child_env
+from tests.transfer.conftest import KINDS, Site, SiteFactory, child_env
 from transfer import FileEntry, copy_files
 from transfer.paths import is_part_name
 
@@ -38,7 +39,21 @@ def _open_fifo_writer(fifo: Path) -> int | None:
         return None
 
 
-def _unpublished_evidence(dst: Site, request: pytest.FixtureRequest) -> Callable[[], bool]:
+def _unnamed_files(pid: int, directory: Path) -> list[int]:
+    """Sizes of the files ``pid`` holds open that were made unnamed (O_TMPFILE) in ``directory``."""
+    sizes = []
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+            if target.startswith(f"{directory}/#") and target.endswith(" (deleted)"):
+                sizes.append(os.stat(fd).st_size)
+        except OSError:  # closed in between
+            continue
+    return sizes
+
+
+def _unpublished_evidence(dst: Site, request: pytest.FixtureRequest, pid: int) -> Callable[[], bool]:
     if dst.kind == "s3":
         moto = request.getfixturevalue("moto_server")
         client = boto3.client("s3", endpoint_url=moto.endpoint_url, aws_access_key_id="testing",
@@ -55,14 +70,16 @@ def _unpublished_evidence(dst: Site, request: pytest.FixtureRequest) -> Callable
     assert dst.local_dir is not None
     local_dir = dst.local_dir
 
-    def part_file_grew() -> bool:
-        return any(p.stat().st_size >= 8 * 2**20 for p in local_dir.glob(".big.bin.part-*"))
+    def part_file_grew() -> bool:  # a part file (SFTP), or an unnamed file (local O_TMPFILE)
+        if any(p.stat().st_size >= 8 * 2**20 for p in local_dir.glob(".big.bin.part-*")):
+            return True
+        return dst.kind == "file" and any(size >= 8 * 2**20 for size in _unnamed_files(pid, local_dir))
     return part_file_grew
 
 
 @pytest.mark.parametrize("dst_kind", KINDS)
 def test_killed_copy_publishes_nothing_and_a_retry_completes(
-    dst_kind: str, site_factory: Callable[..., Site], tmp_path: Path, request: pytest.FixtureRequest
+    dst_kind: str, site_factory: SiteFactory, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     dst = site_factory(dst_kind, "dst")
     src_dir = tmp_path / "src"
@@ -80,7 +97,7 @@ def test_killed_copy_publishes_nothing_and_a_retry_completes(
         fd = wait_until(lambda: _open_fifo_writer(fifo), 30, "the child to open the source FIFO")
         os.set_blocking(fd, True)
         os.write(fd, payload[:FED])  # blocks until the child has read nearly all of it
-        wait_until(_unpublished_evidence(dst, request), 30, "unpublished data at the destination")
+        wait_until(_unpublished_evidence(dst, request, child.pid), 30, "unpublished data at the destination")
         assert not dst.exists("big.bin")
         child.send_signal(signal.SIGKILL)
         child.wait(30)
@@ -93,6 +110,8 @@ def test_killed_copy_publishes_nothing_and_a_retry_completes(
     assert child.returncode == -signal.SIGKILL
     assert not dst.exists("big.bin"), "a killed copy published a partial file"
     assert "big.bin" not in dst.listing()
+    if dst_kind == "file":
+        assert dst.listing() == [], "the killed copy's unnamed file outlived it"
 
     # the retry, from a regular file this time, publishes the whole file
     fifo.unlink()

@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from tests.servers import wait_until
 from tests.transfer._child import CountingLocalFS
-from tests.transfer.conftest import Site, child_env, dataset, manifest, populate
+from tests.transfer.conftest import SiteFactory, child_env, dataset, manifest, populate
 from transfer import (
     CacheMissError,
     ChecksumMismatchError,
@@ -56,7 +55,7 @@ def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return dict(json.loads(done[0][5:]))
 
 
-def test_ensure_fetches_once_then_serves_from_disk(tmp_path: Path, site_factory: Callable[..., Site]) -> None:
+def test_ensure_fetches_once_then_serves_from_disk(tmp_path: Path, site_factory: SiteFactory) -> None:
     src = site_factory("file", "src")
     files = dataset(21, 10)
     populate(src, files)
@@ -144,7 +143,7 @@ def test_a_fetch_killed_midway_leaves_no_entry_and_the_next_one_completes(tmp_pa
     assert list((cache_dir / "tmp").iterdir()) == []  # its leftovers were cleaned
 
 
-def test_a_corrupted_source_leaves_no_cache_entry(tmp_path: Path, site_factory: Callable[..., Site]) -> None:
+def test_a_corrupted_source_leaves_no_cache_entry(tmp_path: Path, site_factory: SiteFactory) -> None:
     src = site_factory("file", "src")
     populate(src, {"f.txt": b"tampered"})
     cache = PilotCache(tmp_path / "cache")
@@ -156,7 +155,7 @@ def test_a_corrupted_source_leaves_no_cache_entry(tmp_path: Path, site_factory: 
 
 
 def test_sandboxes_get_read_only_hard_links_to_the_cached_inode(
-    tmp_path: Path, site_factory: Callable[..., Site]
+    tmp_path: Path, site_factory: SiteFactory
 ) -> None:
     src = site_factory("sftp", "src")  # a remote source: the cache holds real copies
     files = {"db/part1": b"1" * 100, "db/part2": b"2" * 200, "query.txt": b"ACGT"}
@@ -188,7 +187,7 @@ def test_sandboxes_get_read_only_hard_links_to_the_cached_inode(
         cache.link_into("unknown-key", tmp_path / "sandbox3")
 
 
-def test_evicting_keeps_hard_linked_sandboxes_intact(tmp_path: Path, site_factory: Callable[..., Site]) -> None:
+def test_evicting_keeps_hard_linked_sandboxes_intact(tmp_path: Path, site_factory: SiteFactory) -> None:
     src = site_factory("file", "src")
     populate(src, {"f": b"content"})
     cache = PilotCache(tmp_path / "cache")

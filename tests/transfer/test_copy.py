@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
+import paramiko
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from tests.transfer.conftest import KINDS, Site, dataset, manifest, populate, sftp_fs
+from tests.transfer.conftest import KINDS, KnownHostsSFTP, SiteFactory, dataset, manifest, populate, sftp_fs
 from transfer import (
     ChecksumMismatchError,
     FileEntry,
@@ -51,7 +51,7 @@ class FlakyFS(LocalFileSystem):  # type: ignore[misc]
 @pytest.mark.parametrize("bad", ["../escape.txt", "/etc/passwd", "", "a/../../b", "a\x00b", "dir/..", "a\\b"])
 @pytest.mark.parametrize("dst_kind", KINDS)
 def test_unsafe_names_are_rejected_before_anything_is_written(
-    dst_kind: str, bad: str, site_factory: Callable[..., Site]
+    dst_kind: str, bad: str, site_factory: SiteFactory
 ) -> None:
     src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
     populate(src, {"good.txt": b"fine"})
@@ -61,7 +61,7 @@ def test_unsafe_names_are_rejected_before_anything_is_written(
     assert dst.listing() == []
 
 
-def test_duplicate_and_file_directory_clashes_are_rejected(site_factory: Callable[..., Site]) -> None:
+def test_duplicate_and_file_directory_clashes_are_rejected(site_factory: SiteFactory) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     populate(src, {"a": b"1", "b/c": b"2"})
     with pytest.raises(UnsafePathError, match="twice"):
@@ -71,7 +71,7 @@ def test_duplicate_and_file_directory_clashes_are_rejected(site_factory: Callabl
     assert dst.listing() == []
 
 
-def test_a_symlink_in_the_destination_cannot_lead_writes_outside(site_factory: Callable[..., Site],
+def test_a_symlink_in_the_destination_cannot_lead_writes_outside(site_factory: SiteFactory,
                                                                  tmp_path: Path) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     populate(src, {"sub/x.txt": b"data"})
@@ -87,7 +87,7 @@ def test_a_symlink_in_the_destination_cannot_lead_writes_outside(site_factory: C
 # ------------------------------------------------------------------ checksums
 @pytest.mark.parametrize("dst_kind", KINDS)
 def test_corrupted_source_raises_checksum_mismatch_and_publishes_nothing(
-    dst_kind: str, site_factory: Callable[..., Site], moto_server: Any
+    dst_kind: str, site_factory: SiteFactory, moto_server: Any
 ) -> None:
     src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
     good = {"small.bin": os.urandom(1000), "large.bin": os.urandom(9 * 2**20)}
@@ -108,7 +108,7 @@ def test_corrupted_source_raises_checksum_mismatch_and_publishes_nothing(
 
 @pytest.mark.parametrize("dst_kind", KINDS)
 def test_a_source_longer_than_its_manifest_is_not_truncated_to_fit(
-    dst_kind: str, site_factory: Callable[..., Site]
+    dst_kind: str, site_factory: SiteFactory
 ) -> None:
     src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
     data = os.urandom(5000)
@@ -119,7 +119,7 @@ def test_a_source_longer_than_its_manifest_is_not_truncated_to_fit(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_full_verification_reads_every_copy_back(kind: str, site_factory: Callable[..., Site]) -> None:
+def test_full_verification_reads_every_copy_back(kind: str, site_factory: SiteFactory) -> None:
     src, dst = site_factory(kind, "src"), site_factory(kind, "dst")
     files = dataset(3, 8, big=3 * 2**20)
     populate(src, files)
@@ -128,7 +128,7 @@ def test_full_verification_reads_every_copy_back(kind: str, site_factory: Callab
     assert verify_files(dst.fs, dst.root, manifest(files)) == []
 
 
-def test_verify_files_reports_missing_resized_and_corrupted_files(site_factory: Callable[..., Site]) -> None:
+def test_verify_files_reports_missing_resized_and_corrupted_files(site_factory: SiteFactory) -> None:
     site = site_factory("file")
     files = {"ok": b"fine", "gone": b"x", "short": b"abcdef", "flipped": b"abcdef"}
     entries = manifest(files)
@@ -142,7 +142,7 @@ def test_verify_files_reports_missing_resized_and_corrupted_files(site_factory: 
 
 @pytest.mark.parametrize("verify", [True, "full"])
 def test_other_fsspec_filesystems_get_part_files_and_a_rename(
-    verify: Any, site_factory: Callable[..., Site], tmp_path: Path
+    verify: Any, site_factory: SiteFactory, tmp_path: Path
 ) -> None:
     """A filesystem the engine has no special case for (here: a wrapped local one) goes through fs.open/fs.mv."""
     src = site_factory("file", "src")
@@ -158,7 +158,7 @@ def test_other_fsspec_filesystems_get_part_files_and_a_rename(
 
 
 # ------------------------------------------------------------------ retries and errors
-def test_transient_errors_are_retried_until_the_copy_succeeds(site_factory: Callable[..., Site]) -> None:
+def test_transient_errors_are_retried_until_the_copy_succeeds(site_factory: SiteFactory) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     files = dataset(11, 12)
     populate(src, files)
@@ -172,7 +172,7 @@ def test_transient_errors_are_retried_until_the_copy_succeeds(site_factory: Call
     assert verify_files(dst.fs, dst.root, manifest(files)) == []
 
 
-def test_retries_run_out_with_an_error_naming_the_file_and_url(site_factory: Callable[..., Site]) -> None:
+def test_retries_run_out_with_an_error_naming_the_file_and_url(site_factory: SiteFactory) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     populate(src, {"a/f.txt": b"hello"})
     flaky = FlakyFS(failures=100)
@@ -186,7 +186,7 @@ def test_retries_run_out_with_an_error_naming_the_file_and_url(site_factory: Cal
 
 
 @pytest.mark.parametrize("error", [FileNotFoundError, PermissionError])
-def test_permanent_errors_are_not_retried(error: type[Exception], site_factory: Callable[..., Site]) -> None:
+def test_permanent_errors_are_not_retried(error: type[Exception], site_factory: SiteFactory) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     populate(src, {"f.txt": b"hello"})
     flaky = FlakyFS(failures=100, error=error)
@@ -197,7 +197,7 @@ def test_permanent_errors_are_not_retried(error: type[Exception], site_factory: 
 
 
 @pytest.mark.parametrize("src_kind", KINDS)
-def test_a_missing_source_file_fails_with_its_url(src_kind: str, site_factory: Callable[..., Site]) -> None:
+def test_a_missing_source_file_fails_with_its_url(src_kind: str, site_factory: SiteFactory) -> None:
     src, dst = site_factory(src_kind, "src"), site_factory("file", "dst")
     populate(src, {"here.txt": b"x"})
     with pytest.raises(TransferError) as info:
@@ -208,7 +208,7 @@ def test_a_missing_source_file_fails_with_its_url(src_kind: str, site_factory: C
 
 
 # ------------------------------------------------------------------ progress
-def test_progress_deltas_sum_to_the_bytes_and_count_every_file(site_factory: Callable[..., Site]) -> None:
+def test_progress_deltas_sum_to_the_bytes_and_count_every_file(site_factory: SiteFactory) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     files = dataset(4, 30, big=5 * 2**20 + 3)
     populate(src, files)
@@ -223,7 +223,7 @@ def test_progress_deltas_sum_to_the_bytes_and_count_every_file(site_factory: Cal
 
 
 # ------------------------------------------------------------------ fast paths
-def test_local_copies_are_hard_links_to_the_same_inode_and_read_only(site_factory: Callable[..., Site]) -> None:
+def test_local_copies_are_hard_links_to_the_same_inode_and_read_only(site_factory: SiteFactory) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     files = dataset(5, 6)
     populate(src, files)
@@ -238,7 +238,7 @@ def test_local_copies_are_hard_links_to_the_same_inode_and_read_only(site_factor
 
 
 @pytest.mark.parametrize("link", [True, False])
-def test_copying_a_directory_onto_itself_changes_nothing(link: bool, site_factory: Callable[..., Site]) -> None:
+def test_copying_a_directory_onto_itself_changes_nothing(link: bool, site_factory: SiteFactory) -> None:
     site = site_factory("file")
     files = dataset(9, 5)
     populate(site, files)
@@ -247,7 +247,7 @@ def test_copying_a_directory_onto_itself_changes_nothing(link: bool, site_factor
     assert verify_files(site.fs, site.root, manifest(files)) == []
 
 
-def test_link_false_copies_bytes_into_a_new_inode(site_factory: Callable[..., Site]) -> None:
+def test_link_false_copies_bytes_into_a_new_inode(site_factory: SiteFactory) -> None:
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     populate(src, {"f": b"bytes"})
     report = copy_files(src.fs, src.root, dst.fs, dst.root, ["f"], link=False)
@@ -259,7 +259,7 @@ def test_link_false_copies_bytes_into_a_new_inode(site_factory: Callable[..., Si
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs a second local filesystem (/dev/shm)")
 def test_across_filesystems_a_symlink_replaces_the_refused_hard_link(
-    site_factory: Callable[..., Site], tmp_path: Path
+    site_factory: SiteFactory, tmp_path: Path
 ) -> None:
     import tempfile
 
@@ -278,7 +278,7 @@ def test_across_filesystems_a_symlink_replaces_the_refused_hard_link(
         assert report.fast_path is None and not link.is_symlink() and link.read_bytes() == b"payload"
 
 
-def test_same_s3_endpoint_copies_server_side(site_factory: Callable[..., Site]) -> None:
+def test_same_s3_endpoint_copies_server_side(site_factory: SiteFactory) -> None:
     src, dst = site_factory("s3", "src"), site_factory("s3", "dst")
     files = dataset(6, 5, big=6 * 2**20)
     populate(src, files)
@@ -291,7 +291,7 @@ def test_same_s3_endpoint_copies_server_side(site_factory: Callable[..., Site]) 
 
 
 def test_server_side_copy_with_full_verification_catches_a_corrupted_source(
-    site_factory: Callable[..., Site]
+    site_factory: SiteFactory
 ) -> None:
     src, dst = site_factory("s3", "src"), site_factory("s3", "dst")
     populate(src, {"f.bin": b"corrupted"})
@@ -301,7 +301,7 @@ def test_server_side_copy_with_full_verification_catches_a_corrupted_source(
     assert not dst.exists("f.bin")
 
 
-def test_sftp_to_sftp_on_one_connection_shares_its_channels(site_factory: Callable[..., Site],
+def test_sftp_to_sftp_on_one_connection_shares_its_channels(site_factory: SiteFactory,
                                                              tmp_path: Path) -> None:
     src = site_factory("sftp", "src")
     files = dataset(8, 30, big=2 * 2**20)
@@ -314,17 +314,31 @@ def test_sftp_to_sftp_on_one_connection_shares_its_channels(site_factory: Callab
     assert verify_files(LocalFileSystem(), str(other), manifest(files)) == []
 
 
+def _transport(fs: KnownHostsSFTP) -> paramiko.Transport:
+    """The SSH transport of a connected SFTP filesystem."""
+    transport = fs.client.get_transport()
+    assert transport is not None, "the SFTP filesystem is not connected"
+    return transport
+
+
+def _server_cipher(transport: paramiko.Transport) -> str:
+    """The cipher the server sends with: paramiko sets ``remote_cipher`` on every key exchange (types-paramiko
+    declares only ``local_cipher``)."""
+    cipher: str = vars(transport)["remote_cipher"]
+    return cipher
+
+
 def test_sftp_connections_are_rekeyed_onto_aes_gcm_only_when_allowed(
-    site_factory: Callable[..., Site], sshd_server: Any, tmp_path: Path
+    site_factory: SiteFactory, sshd_server: Any, tmp_path: Path
 ) -> None:
     src = site_factory("file", "src")
     populate(src, {"f": b"data"})
     fs = sftp_fs(sshd_server)
-    key = fs.client.get_transport().get_remote_server_key()
+    key = _transport(fs).get_remote_server_key()
     try:
         copy_files(src.fs, src.root, fs, str(tmp_path / "a"), ["f"])
-        transport = fs.client.get_transport()
-        assert transport.remote_cipher.endswith("gcm@openssh.com") and transport.is_active()
+        transport = _transport(fs)
+        assert _server_cipher(transport).endswith("gcm@openssh.com") and transport.is_active()
         assert transport.get_remote_server_key() == key
     finally:
         fs.client.close()
@@ -332,7 +346,7 @@ def test_sftp_connections_are_rekeyed_onto_aes_gcm_only_when_allowed(
     fs = sftp_fs(sshd_server, disabled_algorithms={"ciphers": gcm})
     try:
         copy_files(src.fs, src.root, fs, str(tmp_path / "b"), ["f"])
-        assert not fs.client.get_transport().remote_cipher.endswith("gcm@openssh.com")
+        assert not _server_cipher(_transport(fs)).endswith("gcm@openssh.com")
     finally:
         fs.client.close()
     assert (tmp_path / "a" / "f").read_bytes() == (tmp_path / "b" / "f").read_bytes() == b"data"
@@ -366,7 +380,7 @@ def test_a_file_over_one_gigabyte_is_copied_whole(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("dst_kind", ["sftp", "s3"])
-def test_a_large_file_reaches_a_remote_store_whole(dst_kind: str, site_factory: Callable[..., Site]) -> None:
+def test_a_large_file_reaches_a_remote_store_whole(dst_kind: str, site_factory: SiteFactory) -> None:
     src, dst = site_factory("file", "src"), site_factory(dst_kind, "dst")
     data = os.urandom(48 * 2**20 + 17)
     populate(src, {"large.bin": data})

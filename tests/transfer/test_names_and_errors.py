@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import transfer
-from tests.transfer.conftest import Site, populate
+from tests.transfer.conftest import SiteFactory, populate
 from transfer import FileEntry, TransientError, UnsafePathError, is_transient, normalize_relpath, scan
 from transfer.paths import is_part_name, part_name
 
@@ -65,7 +64,7 @@ def test_file_entries_validate_their_fields() -> None:
         FileEntry("../x")
 
 
-def test_scan_builds_a_manifest_and_skips_part_files(site_factory: Callable[..., Site]) -> None:
+def test_scan_builds_a_manifest_and_skips_part_files(site_factory: SiteFactory) -> None:
     site = site_factory("file")
     populate(site, {"a/b.txt": b"hello", "c.bin": b"", ".c.bin.part-0123456789abcdef": b"partial"})
     assert scan(site.fs, site.root) == [
@@ -110,8 +109,8 @@ def test_a_library_error_is_judged_by_its_cause() -> None:
 
 def test_the_public_api_is_exactly_what_all_lists() -> None:
     public = {name for name in dir(transfer) if not name.startswith("_")}
-    modules = {"cache", "copy", "endpoints", "errors", "fastpath", "manifest", "objectstore", "paths", "sftpio",
-               "verify"}
+    modules = {"cache", "copy", "digests", "endpoints", "errors", "factory", "fastpath", "manifest", "objectstore",
+               "paths", "sftpio", "verified", "verify"}
     assert public - modules == set(transfer.__all__)
 
 
@@ -120,17 +119,22 @@ def test_the_package_imports_only_the_standard_library_and_fsspec() -> None:
     import ast
     import sys
 
-    allowed = set(sys.stdlib_module_names) | {"fsspec", "transfer", "paramiko"}
+    allowed = set(sys.stdlib_module_names) | {"fsspec", "transfer", "paramiko", "blake3", "xxhash"}
+    lazy = {"paramiko", "blake3", "xxhash"}  # optional: imported inside the functions that need them
     package = Path(transfer.__file__).parent
     for module in package.glob("*.py"):
         tree = ast.parse(module.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"{module.name} imports {name}"
-                if name.split(".")[0] == "paramiko":  # only lazily, inside a function
-                    assert node.col_offset > 0, f"{module.name} imports paramiko at module level"
+                if name.split(".")[0] in lazy:  # only lazily, inside a function
+                    assert node.col_offset > 0, f"{module.name} imports {name} at module level"
 
 
 def test_sftp_connections_verify_the_host_key(sshd_server: Any, tmp_path: Path) -> None:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 import pytest
 
-from tests.transfer.conftest import KINDS, Site, dataset, manifest, populate
+from tests.transfer.conftest import KINDS, SiteFactory, dataset, manifest, populate
 from transfer import copy_files, verify_files
 
 
 @pytest.mark.parametrize("dst_kind", KINDS)
 @pytest.mark.parametrize("src_kind", KINDS)
-def test_round_trip_between_every_pair(src_kind: str, dst_kind: str, site_factory: Callable[..., Site]) -> None:
+def test_round_trip_between_every_pair(src_kind: str, dst_kind: str, site_factory: SiteFactory) -> None:
     src, dst = site_factory(src_kind, "src"), site_factory(dst_kind, "dst")
     files = dataset(seed=len(src_kind) * 7 + len(dst_kind), count=40, big=11 * 2**20)
     populate(src, files)

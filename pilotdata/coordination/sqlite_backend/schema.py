@@ -1,0 +1,95 @@
+"""The embedded SQLite backend's schema: its tables, version and the statements shared across calls.
+
+Tables (key columns first); every table carries the namespace ``ns`` in its key, so namespaces
+sharing a file see nothing of each other::
+
+    entities (ns, kind, id | state, attempt, pilot, created, updated, times JSON, detail JSON, data JSON)
+    queue    (ns, qname, pos | cu_id)            qname '' is the shared queue; claim order = pos
+    claims   (ns, pilot, pos | cu_id)            in-progress lists, claim order = pos
+    live     (ns, pilot | expires_at)            live set + heartbeat (alive while expires_at > now)
+    events   (seq AUTOINCREMENT | ns, entity, id, from_state, to_state, time, pilot, attempt, detail JSON)
+    unbound  (ns, cu_id | binder)               CUs recorded but not yet bound; rowid = creation order
+    leases   (ns, binder | expires_at)          binders' leases on their unbound CUs
+
+The file is in WAL mode (readers never block the writer); :data:`SCHEMA_VERSION` is kept in
+``PRAGMA user_version``; a version 1 file gains the tables of version 2 (``unbound``, ``leases``) when
+it is opened, and a file of any other version is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from pilotdata.errors import CoordinationError
+
+__all__ = ["DDL", "ENTITY_COLUMNS", "EVENT_INSERT", "SCHEMA_VERSION", "create_or_check"]
+
+SCHEMA_VERSION = 2
+"""Stored in ``PRAGMA user_version``; version 1 is upgraded in place, any other version is refused."""
+
+DDL = """
+CREATE TABLE IF NOT EXISTS entities (
+    ns TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
+    state TEXT NOT NULL, attempt INTEGER NOT NULL, pilot TEXT,
+    created REAL NOT NULL, updated REAL NOT NULL,
+    times TEXT NOT NULL, detail TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (ns, kind, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (
+    ns TEXT NOT NULL, qname TEXT NOT NULL, pos INTEGER NOT NULL, cu_id TEXT NOT NULL,
+    PRIMARY KEY (ns, qname, pos)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_cu ON queue (ns, cu_id);
+CREATE TABLE IF NOT EXISTS claims (
+    ns TEXT NOT NULL, pilot TEXT NOT NULL, pos INTEGER NOT NULL, cu_id TEXT NOT NULL,
+    PRIMARY KEY (ns, pilot, pos)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live (
+    ns TEXT NOT NULL, pilot TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (ns, pilot)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL, entity TEXT NOT NULL, id TEXT NOT NULL,
+    from_state TEXT, to_state TEXT, time REAL NOT NULL, pilot TEXT, attempt INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ns ON events (ns, seq);
+""" + """
+CREATE TABLE IF NOT EXISTS unbound (
+    ns TEXT NOT NULL, cu_id TEXT NOT NULL, binder TEXT NOT NULL,
+    PRIMARY KEY (ns, cu_id)
+);
+CREATE INDEX IF NOT EXISTS unbound_binder ON unbound (ns, binder);
+CREATE TABLE IF NOT EXISTS leases (
+    ns TEXT NOT NULL, binder TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (ns, binder)
+) WITHOUT ROWID;
+"""
+"""The tables and indexes (idempotent)."""
+
+EVENT_INSERT = (
+    "INSERT INTO events (ns, entity, id, from_state, to_state, time, pilot, attempt, detail)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+"""Appends one event (namespace first, then the :class:`~pilotdata.coordination.base.Event` fields)."""
+
+ENTITY_COLUMNS = "id, state, attempt, pilot, created, updated, times, detail, data"
+"""The columns of an entity row after its key (ns, kind), in
+:class:`~pilotdata.coordination.base.EntityRecord` order."""
+
+
+def create_or_check(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the schema in a new file (WAL mode, version stamped) or check an existing file's version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(f"BEGIN IMMEDIATE; {DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+    elif version == 1:  # version 2 only adds tables
+        conn.executescript(f"BEGIN IMMEDIATE; {DDL} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+    elif version != SCHEMA_VERSION:
+        raise CoordinationError(
+            f"SQLite coordination at {path} has schema version {version}; this pilot-data "
+            f"expects {SCHEMA_VERSION} (use a new file or the matching release)"
+        )

@@ -1,0 +1,1 @@
+"""Tests of pilotdata.descriptions: BigJob dicts in, validated objects, normalised JSON out, no secrets."""
