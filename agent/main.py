@@ -46,6 +46,7 @@ from typing import Any
 from agent.allocation import PilotNodes, start_nodes
 from agent.config import AgentConfig, parse_args, url_has_password
 from agent.cores import NodeSlots, Placement
+from agent.environment import allowed
 from agent.executors import LocalExecutor
 from agent.heartbeat import Heartbeat
 from agent.launch import cores
@@ -99,6 +100,8 @@ class Agent:
         self.mpi_launcher = config.mpi_launcher
         self.environment: Mapping[str, str] = dict(os.environ)
         """The agent's environment, copied once (``os.environ`` decodes every item on each read)."""
+        self.passed_environment: Mapping[str, str] = allowed(self.environment)
+        """The part of it every CU gets (:func:`agent.environment.passed`), filtered once."""
         self.kill_grace = config.kill_grace
         self.workdir = Path()
         self.slots = NodeSlots([Node("localhost", 1)])

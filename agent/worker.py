@@ -120,6 +120,7 @@ class Host(Protocol):
     mpi_launcher: str
     kill_grace: float
     environment: Mapping[str, str]
+    passed_environment: Mapping[str, str]
     @property
     def stopping(self) -> threading.Event:
         """Set once the agent was asked to stop (thread- and signal-safe to wait on)."""
@@ -322,6 +323,7 @@ class CUWorker:
                 task,
                 self.host.environment,
                 {"PDATA_CU_ID": task.id, "PDATA_PILOT_ID": self.host.pilot, "PDATA_SANDBOX": str(sandbox)},
+                self.host.passed_environment,
             )
             several = self.host.nodes is not None and self.host.nodes.launcher is not None
             hosts = self.placement.hosts if task.is_mpi and several else ()

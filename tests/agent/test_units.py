@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_args, url_has_password
-from agent.environment import cu_environment, passed
+from agent.environment import allowed, cu_environment, passed
 from agent.launch import build_argv, cores, expand, mpi_prefix, resolve_executable
 from agent.policies import FailureStreak, Policies
 from agent.reaper import serve
@@ -48,6 +48,10 @@ def test_cu_environment_is_an_allow_list_of_the_agent_s_plus_the_cu_s_own() -> N
     env = cu_environment(task, agent_env, {"PDATA_CU_ID": "cu-1"})
     assert env == {"PATH": "/cu/bin:/usr/bin", "HOME": "/home/u", "SLURM_JOB_ID": "7", "LC_ALL": "C",
                    "OMP_NUM_THREADS": "4", "JOB_ID": "9", "PDATA_CU_ID": "cu-1", "X": "1"}
+    base = allowed(agent_env)  # what the agent filters once and hands to every CU's environment
+    assert cu_environment(task, agent_env, {"PDATA_CU_ID": "cu-1"}, base) == env
+    assert base == {"PATH": "/usr/bin", "HOME": "/home/u", "SLURM_JOB_ID": "7", "LC_ALL": "C",
+                    "OMP_NUM_THREADS": "4", "JOB_ID": "9"}  # and it is not changed by a CU's
 
 
 def test_a_cu_asks_for_an_agent_secret_by_name_in_its_environment() -> None:
