@@ -31,8 +31,13 @@ such a group most of the time (every test suite's temporary directories come and
 over, measures the cost of one sandbox (mkdir + 2 files) before and after the runs, and warns when it is
 high; a run started within half a minute of a previous run's clean-up pays for that clean-up.
 
+``--phases`` also times each span of an agent slot's cycle (from its worker thread taking a CU to the
+next one: preparing, Popen's vfork until the child's exec, the process, recording), with
+``benchmarks/phases/sitecustomize.py`` loaded into the agents; it prints the medians and means per CU.
+
     python benchmarks/throughput.py [--n 2000] [--backends redis,sqlite] [--modes bulk,one-by-one]
                                     [--peers xargs,dask,hyperqueue,parsl] [--workdir DIR] [--repeat 3]
+                                    [--phases]
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import argparse
 import contextlib
 import importlib
 import io
+import json
 import os
 import resource
 import statistics
@@ -83,6 +89,8 @@ class Row:
     cpu: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
     mode: str = ""
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``--phases``: the agent's slot cycle of the last round (span -> n, mean, p50 in us)."""
 
     def add(self, seconds: float, cpu: dict[str, float] | None = None) -> None:
         """Record one repetition."""
@@ -216,8 +224,9 @@ def finish(stack: Stack) -> None:
 
 
 def run_pilotdata(url: str, server_pid: int | None, n: int, mode: str, statedir: Path,
-                  sandboxes: Path) -> tuple[float, dict[str, float], int]:
-    """Seconds for N CUs end to end, CPU seconds per component, and the CU events stored in the history."""
+                  sandboxes: Path) -> tuple[float, dict[str, float], int, int | None]:
+    """Seconds for N CUs end to end, CPU seconds per component, the CU events stored in the history, and
+    the agent's pid."""
     stack = open_stack(url, statedir)
     descs = [{"executable": "/bin/true", "shell": False} for _ in range(n)]
     pilot_desc = {"service_url": "fork://localhost", "number_of_processes": 2, "working_directory": str(sandboxes)}
@@ -244,7 +253,18 @@ def run_pilotdata(url: str, server_pid: int | None, n: int, mode: str, statedir:
         stack.pcs.cancel()
         raise
     stored = close_stack(stack, n)
-    return elapsed, used, stored
+    return elapsed, used, stored, meter.agent_pid
+
+
+def read_phases(path: Path) -> dict[str, dict[str, float]]:
+    """The slot-cycle spans an agent wrote at its exit (``--phases``); empty, with a warning, if it wrote none."""
+    try:
+        servers.wait_until(path.exists, 60, f"the agent's phases in {path}")
+    except AssertionError as exc:
+        print(f"  warning: {exc} (the agent did not exit cleanly?)", flush=True)
+        return {}
+    phases: dict[str, dict[str, float]] = json.loads(path.read_text())
+    return phases
 
 
 def agent_pid(stack: Stack, pilot_id: str, *, wait: bool = False) -> int:
@@ -399,6 +419,8 @@ def main() -> int:
                         help="peers to run beside pilot-data (xargs always runs: it is the reference)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; each runner once per round, medians shown")
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
+    parser.add_argument("--phases", action="store_true",
+                        help="time each phase of the agent's slot cycle (benchmarks/phases/sitecustomize.py)")
     default_workdir = Path("/var/tmp") if os.access("/var/tmp", os.W_OK) else Path(tempfile.gettempdir())
     parser.add_argument("--workdir", type=Path, default=default_workdir,
                         help=f"where the pilots' working directories (the sandboxes) go (default: {default_workdir})")
@@ -416,6 +438,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pdata-bench-") as tmp, \
             tempfile.TemporaryDirectory(prefix="pdata-bench-pilots-", dir=args.workdir) as pilots:
         tmpdir = Path(tmp)
+        phase_dir = tmpdir / "phases"
+        if args.phases:  # the agents inherit this environment (fork launcher): each writes <pid>.json at exit
+            phase_dir.mkdir()
+            os.environ["PDATA_BENCH_PHASES"] = str(phase_dir)
+            here = str(Path(__file__).resolve().parent / "phases")
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
         before_sandbox = sandbox_cost(Path(pilots))
         if before_sandbox > SLOW_SANDBOX:
             print(f"warning: a sandbox costs {before_sandbox:.0f} us in {args.workdir} now (files were deleted near "
@@ -441,10 +469,12 @@ def main() -> int:
                 for backend, (url, pid) in urls.items():
                     for mode in args.modes.split(","):
                         where = Path(pilots) / f"{backend}-{mode}-{rnd}"
-                        seconds, cpu, stored = run_pilotdata(url, pid, n, mode, tmpdir / f"{backend}-{mode}-{rnd}",
-                                                             where)
+                        seconds, cpu, stored, agent = run_pilotdata(url, pid, n, mode,
+                                                                    tmpdir / f"{backend}-{mode}-{rnd}", where)
                         r = row(f"pilot-data {backend} {mode}", mode)
                         r.add(seconds, cpu)
+                        if args.phases and agent is not None:
+                            r.phases = read_phases(phase_dir / f"{agent}.json")
                         r.note = f"{stored} CU events in history" if stored == 4 * n else f"{stored} CU events (!)"
                         print(f"  round {rnd + 1}: {r.name}: {n / seconds:.0f}/s", flush=True)
                 peer_runs: list[tuple[str, Callable[[], float | None], str]] = []
@@ -469,6 +499,11 @@ def main() -> int:
         fs = file_system(Path(pilots).resolve())
     report(rows, n, (before_sandbox, per_sandbox), fs, args.workdir, load)
     return 0
+
+
+PHASES = ("start -> spawn", "spawn -> vfork", "vfork -> exec", "exec -> spawned", "spawned -> exited",
+          "exited -> end", "end -> start")
+"""The spans of ``--phases`` in a slot's cycle (see benchmarks/phases/sitecustomize.py)."""
 
 
 def report(rows: dict[str, Row], n: int, per_sandbox: tuple[float, float], fs: str, workdir: Path,
@@ -510,6 +545,16 @@ def report(rows: dict[str, Row], n: int, per_sandbox: tuple[float, float], fs: s
             need = CORES / (target * xargs_rate) * 1e6
             print(f"  {r.name}: the target needs at most {need:.0f} us of CPU per CU on {CORES} cores; "
                   f"it used {total:.0f} ({total - per.get('CU processes', 0):.0f} besides the CU processes)")
+    phased = [r for r in rows.values() if r.phases]
+    if phased:
+        print(f"\nan agent slot's cycle, wall microseconds per CU, median / mean (last round; {CORES} slots "
+              f"cycle at once: rate = {CORES} / mean cycle)")
+        spans = [s for s in PHASES if any(s in r.phases for r in phased)]
+        print(f"{'runner':<34}" + "".join(f"{s:>19}" for s in spans) + f"{'cycle':>13}")
+        for r in phased:
+            cells = [f"{r.phases[s]['p50']:.0f} / {r.phases[s]['mean']:.0f}" if s in r.phases else "-" for s in spans]
+            cycle = sum(r.phases[s]["mean"] for s in spans if s in r.phases)
+            print(f"{r.name:<34}" + "".join(f"{c:>19}" for c in cells) + f"{cycle:>13.0f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""Times the phases of every agent slot's cycle, for ``benchmarks/throughput.py --phases``.
+
+Python imports ``sitecustomize`` at start-up from ``PYTHONPATH``; with this directory on it and
+``PDATA_BENCH_PHASES`` naming a directory, a ``python -m agent`` process wraps four of its functions
+(nothing else changes) and, when it exits, writes ``<pid>.json`` there: for each pair of consecutive
+marks on a worker thread, how many, the mean and the median in microseconds. The marks of one CU:
+
+* ``start``: its worker thread begins (the slot is taken);
+* ``spawn``: sandbox, environment and argv are ready; the output files are opened next;
+* ``vfork`` / ``exec``: around CPython's ``_fork_exec`` (the thread waits until the child has exec'd);
+* ``spawned``: ``Popen`` has returned (the pidfd is open, the reaper told);
+* ``exited``: the worker saw the process end;
+* ``end``: Done queued, the slot released; ``end -> start`` is the hand-over to the next held CU.
+
+Other processes (the client, the launcher's wrapper) are left alone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+
+def _install(target: str) -> None:
+    import subprocess
+
+    from agent import executors, worker
+
+    marks: list[list[tuple[str, float]]] = []
+    local = threading.local()
+
+    def mark(name: str) -> None:
+        seq = getattr(local, "seq", None)
+        if seq is None:
+            seq = local.seq = []
+            marks.append(seq)
+        seq.append((name, time.perf_counter()))
+
+    def around(owner: Any, attr: str, before: str, after: str) -> None:
+        real = getattr(owner, attr)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            mark(before)
+            try:
+                return real(*args, **kwargs)
+            finally:
+                mark(after)
+
+        setattr(owner, attr, wrapped)
+
+    around(worker.CUWorker, "run", "start", "end")
+    around(executors.LocalExecutor, "spawn", "spawn", "spawned")
+    around(subprocess, "_fork_exec", "vfork", "exec")
+    real_wait = worker.CUWorker._wait
+
+    def wait(self: Any, launched: Any) -> Any:
+        try:
+            return real_wait(self, launched)
+        finally:
+            mark("exited")
+
+    worker.CUWorker._wait = wait  # type: ignore[method-assign]
+
+    def dump() -> None:
+        spans: dict[str, list[float]] = defaultdict(list)
+        for seq in marks:
+            for (a, ta), (b, tb) in itertools.pairwise(seq):
+                spans[f"{a} -> {b}"].append((tb - ta) * 1e6)
+        out = {k: {"n": len(v), "mean": sum(v) / len(v), "p50": sorted(v)[len(v) // 2]} for k, v in spans.items()}
+        with open(os.path.join(target, f"{os.getpid()}.json"), "w") as f:
+            json.dump(out, f)
+
+    atexit.register(dump)
+
+
+_target = os.environ.get("PDATA_BENCH_PHASES")
+if _target and sys.orig_argv[1:3] == ["-m", "agent"]:
+    _install(_target)
