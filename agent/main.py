@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -134,6 +135,8 @@ class Agent:
         """Moving average of the CUs' run times (None until one ended)."""
         self._unreleased: set[str] = set()
         """CUs let go of whose release failed (coordination down): retried by :meth:`watch`."""
+        self._signal_pipe: int | None = None
+        """Read end of the signal wakeup pipe (see :meth:`signalled`), once the handlers are installed."""
         self._suspects: set[str] = set()
         """Claimed ids nothing accounted for at the last check (handed back if still so at the next)."""
 
@@ -147,6 +150,20 @@ class Agent:
     def stop_kind(self) -> str:
         """``stop:<reason>`` once a stop was requested, else ``""`` (read by workers, lock-free)."""
         return f"stop:{self._stop_reason}" if self._stop.is_set() else ""
+
+    def signalled(self) -> bool:
+        """Whether a stop signal has reached this process, even if its Python handler has not run yet.
+
+        The interpreter runs signal handlers in the main thread between bytecodes, so a worker can see its
+        CU exit before the agent's own SIGTERM (sent with the CU's by the batch system) is handled. The
+        C-level handler writes to the wakeup pipe at once (:func:`_install_signal_handlers`); nothing
+        reads it, so it stays readable from the first signal on.
+        """
+        if self._signal_pipe is None:
+            return False
+        poller = select.poll()
+        poller.register(self._signal_pipe, select.POLLIN)
+        return bool(poller.poll(0))
 
     def release_later(self, cu_id: str) -> None:
         """A worker could not release a CU it let go of; :meth:`watch` retries it."""
@@ -694,6 +711,10 @@ def _install_signal_handlers(agent: Agent) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, handler)
+    # the C-level handler writes each of those signals here the moment it arrives (Agent.signalled)
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    agent._signal_pipe = read_end
 
 
 def main(argv: Sequence[str] | None = None) -> int:

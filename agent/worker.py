@@ -34,7 +34,11 @@ the stop, before or after the agent heard of it. Its exit status then says nothi
   comes, the CU is handed back instead of failed;
 * any CU that ends after a stop began is handed back, unless it exited 0 and the stop was the agent's
   own (walltime, cancel, failing worker: nothing signalled the CU, so exit 0 is a real completion);
-  exit 0 after a *signal* stop is handed back too (the CU may have caught the signal and exited 0).
+  exit 0 after a *signal* stop is handed back too (the CU may have caught the signal and exited 0);
+* a CU that exits 0 when a signal has reached the agent but the interpreter has not run its handler
+  yet (handlers run in the main thread, between bytecodes; the worker may see the exit first) is
+  judged as if the stop had begun: the agent's signal wakeup pipe says a signal came
+  (``Host.signalled``), and the worker waits for the stop it announces.
 """
 
 from __future__ import annotations
@@ -128,6 +132,9 @@ class Host(Protocol):
     @property
     def stop_kind(self) -> str:
         """``stop:<reason>`` once the agent was asked to stop, else ``""``."""
+
+    def signalled(self) -> bool:
+        """Whether a stop signal reached the agent, even if its handler has not run yet (a stop is coming)."""
 
     def worker_done(self, worker: CUWorker) -> None:
         """Called by the worker thread when it is done with its CU (slots already released)."""
@@ -384,13 +391,13 @@ class CUWorker:
         """The stop (``stop:<reason>``) that a CU ending with ``code`` is to be handed back for, or ``""``.
 
         See the module docstring: a stop already under way takes every CU that ends, except exit 0 under
-        the agent's own stop; a CU that died of a signal (or above 128) gives the stop :data:`STOP_WINDOW`
-        seconds to arrive.
+        the agent's own stop; a CU that died of a signal (or above 128), or exited 0 while a signal that
+        reached the agent is still to be handled, gives the stop :data:`STOP_WINDOW` seconds to arrive.
         """
         kind = self.interrupt_kind or self.host.stop_kind
         if kind.startswith("stop:"):
             return "" if code == 0 and not kind.startswith(SIGNAL_STOP) else kind
-        if code < 0 or code > 128:
+        if code < 0 or code > 128 or (code == 0 and self.host.signalled()):
             self.host.stopping.wait(STOP_WINDOW)
             kind = self.interrupt_kind or self.host.stop_kind
             if kind.startswith("stop:"):

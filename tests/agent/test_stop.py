@@ -66,8 +66,9 @@ def test_a_batch_system_sigterm_to_every_process_hands_the_cus_back(
             _signal_all([die_pid], signal.SIGTERM)
             wait_until(lambda: not process_alive(die_pid), 10, "the CU to die")
             agent.process.send_signal(signal.SIGTERM)
-            # a CU that traps the signal and exits 0 before the agent has taken its own is Done (a known
-            # limit, docs/failures.md): signal it once the agent stops, as the kernel mostly orders it
+            # a CU that traps the signal and exits 0 before the agent was signalled at all has finished
+            # (Done, docs/failures.md): signal it once the agent stops (test_cus_that_trap_... below
+            # signals the agent and the trapping CUs at once)
             wait_until(lambda: "stopping: signal SIGTERM" in agent.log, 10, "the agent to start stopping")
             _signal_all([trap_pid], signal.SIGTERM)
         assert agent.wait(30) == 0, agent.log
@@ -79,6 +80,35 @@ def test_a_batch_system_sigterm_to_every_process_hands_the_cus_back(
     assert sorted(coord.queued()) == ["die", "trap"] and coord.claimed(pilot) == []
     assert not [e for e in all_events(coord) if e.entity == "cu" and e.to_state in ("Failed", "Done")]
     assert "letting go" not in agent.log
+
+
+def test_cus_that_trap_sigterm_and_exit_0_signalled_with_the_agent_are_handed_back(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The batch system signals the agent and, a moment later, its CUs, which trap SIGTERM and exit 0 at
+    once. A worker can see such an exit before the agent's main thread has run its signal handler; the
+    signal is already in the agent's wakeup pipe then, so the worker waits for the stop: none is Done.
+    (Signalled the other way round, a CU may finish before the agent hears anything: that one is Done,
+    and rightly; docs/failures.md.)"""
+    coord = backend.coord
+    pilot = _pilot(backend)
+    names = ["t1", "t2", "t3"]
+    for name in names:
+        submit(coord, name, sh(f"trap 'exit 0' TERM; echo $$ > {tmp_path}/{name}.pid; sleep 60 & wait"))
+    agent = AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--slots", "3",
+                         "--heartbeat-ttl", "3", "--kill-grace", "1")
+    try:
+        for name in names:
+            wait_state(coord, name, "Running")
+        pids = _pids(tmp_path, names)
+        _signal_all([agent.process.pid, *pids], signal.SIGTERM)  # no wait in between
+        assert agent.wait(30) == 0, agent.log
+    finally:
+        agent.stop()
+    records = [r for r in coord.get_many(Kind.CU, names) if r is not None]
+    assert sorted((r.id, r.state, r.attempt) for r in records) == [(n, "Pending", 1) for n in names]
+    assert sorted(coord.queued()) == names and coord.claimed(pilot) == []
+    assert not [e for e in all_events(coord) if e.entity == "cu" and e.to_state in ("Failed", "Done")]
 
 
 def test_a_cu_that_exits_0_when_the_agent_stops_it_is_handed_back_not_stranded(

@@ -229,3 +229,54 @@ def test_reaper_kills_the_groups_still_registered_at_eof() -> None:
         for p in procs:
             p.kill()
             p.wait()
+
+
+# ----------------------------------------------------------------------------- a CU's exit during a stop
+class _StopHost:
+    """What CUWorker._stopped_by reads from its agent: the stop, and whether a signal is on its way."""
+
+    def __init__(self, signalled: bool) -> None:
+        self.stopping = threading.Event()
+        self.reason = ""
+        self._signalled = signalled
+
+    @property
+    def stop_kind(self) -> str:
+        return f"stop:{self.reason}" if self.stopping.is_set() else ""
+
+    def signalled(self) -> bool:
+        return self._signalled
+
+    def stop(self, reason: str) -> None:
+        self.reason = reason
+        self.stopping.set()
+
+
+def _judge(host: _StopHost, code: int) -> str:
+    from typing import cast
+
+    from agent.cores import Placement
+    from agent.worker import CUWorker, Host
+
+    return CUWorker(cast(Host, host), _task(), cast(Placement, None))._stopped_by(code)
+
+
+def test_exit_0_while_a_signal_waits_for_its_handler_is_handed_back_with_the_stop() -> None:
+    host = _StopHost(signalled=True)  # the signal reached the agent; its handler runs a moment later
+    threading.Timer(0.05, host.stop, ["signal SIGTERM"]).start()
+    assert _judge(host, 0) == "stop:signal SIGTERM"
+
+
+def test_exit_0_with_no_signal_is_a_completion_and_waits_for_nothing() -> None:
+    host = _StopHost(signalled=False)
+    threading.Timer(0.05, host.stop, ["signal SIGTERM"]).start()  # a stop after the exit: not this CU's
+    assert _judge(host, 0) == ""
+    assert not host.stopping.is_set()  # judged at once, not after the stop window
+
+
+def test_exit_0_under_the_agent_s_own_stop_is_a_completion_under_a_signal_stop_is_handed_back() -> None:
+    own, signal_stop = _StopHost(signalled=False), _StopHost(signalled=True)
+    own.stop("walltime reached")
+    signal_stop.stop("signal SIGTERM")
+    assert _judge(own, 0) == "" and _judge(own, 1) == "stop:walltime reached"
+    assert _judge(signal_stop, 0) == "stop:signal SIGTERM"
