@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_args, url_has_password
+from agent.cores import NodeSlots
 from agent.environment import allowed, cu_environment, passed
 from agent.launch import build_argv, cores, expand, mpi_prefix, resolve_executable
+from agent.nodes import Node
 from agent.policies import FailureStreak, Policies
 from agent.reaper import serve
 from agent.sandbox import make_sandbox, sandbox_path
-from agent.slots import SlotPool
 from agent.task import CUFailed, Task
 from pilotdata.descriptions import ComputeUnitDescription
 from tests.agent.harness import process_alive
@@ -133,23 +134,21 @@ def test_sandbox_is_workdir_cu_id_or_the_working_directory(tmp_path: Path) -> No
 
 
 # ----------------------------------------------------------------------------- slots
-def test_slot_pool_allocates_releases_and_wakes_waiters() -> None:
-    pool = SlotPool(3)
-    assert pool.try_allocate(2) and pool.free == 1
-    assert not pool.try_allocate(2) and pool.free == 1
-    assert not pool.fits(4) and pool.fits(3)
-    with pytest.raises(ValueError):
-        pool.try_allocate(4)
+def test_released_cores_wake_a_waiter_and_never_exceed_the_node() -> None:
+    slots = NodeSlots([Node("n1", 3)])
+    held = slots.place(2)
+    assert held is not None and slots.free == 1 and slots.place(2) is None
     woke: list[bool] = []
-    waiter = threading.Thread(target=lambda: woke.append(pool.wait_for_free(3, 10)))
+    waiter = threading.Thread(target=lambda: woke.append(slots.wait_for_free(3, 10)))
     waiter.start()
-    pool.release(2)
+    slots.release(held)
     waiter.join(10)
-    assert woke == [True] and pool.used == 0
+    assert woke == [True] and slots.used == 0
+    assert not slots.wait_for_free(4, 0.05)  # more than the pilot has: never, after the timeout
+    slots.release(held)  # released twice (a bug's shape): no core appears that the node does not have
+    assert slots.free == 3
     with pytest.raises(ValueError):
-        pool.release(1)
-    with pytest.raises(ValueError):
-        SlotPool(0)
+        NodeSlots([Node("n1", 0)])
 
 
 # ----------------------------------------------------------------------------- policies
@@ -171,9 +170,7 @@ def test_failure_streak_trips_at_the_limit_and_resets_on_success() -> None:
 
 
 def test_prefetch_grows_for_millisecond_cus_and_stays_one_round_for_longer_ones(tmp_path: Path) -> None:
-    from agent.cores import NodeSlots
     from agent.main import PREFETCH_MAX, Agent
-    from agent.nodes import Node
     from pilotdata.coordination import connect
 
     coord = connect(f"sqlite:///{tmp_path / 'c.sqlite'}", "ns")
