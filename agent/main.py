@@ -156,7 +156,7 @@ class Agent:
 
         The interpreter runs signal handlers in the main thread between bytecodes, so a worker can see its
         CU exit before the agent's own SIGTERM (sent with the CU's by the batch system) is handled. The
-        C-level handler writes to the wakeup pipe at once (:func:`_install_signal_handlers`); nothing
+        C-level handler writes to the wakeup pipe at once (:meth:`listen_for_signals`); nothing
         reads it, so it stays readable from the first signal on.
         """
         if self._signal_pipe is None:
@@ -164,6 +164,19 @@ class Agent:
         poller = select.poll()
         poller.register(self._signal_pipe, select.POLLIN)
         return bool(poller.poll(0))
+
+    def listen_for_signals(self) -> None:
+        """Stop on SIGTERM, SIGINT and SIGHUP, and note each in the wakeup pipe (main thread only)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.request_stop(f"signal {signal.Signals(signum).name}")
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, handler)
+        # the C-level handler writes each of those signals here the moment it arrives (see signalled)
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        self._signal_pipe = read_end
 
     def release_later(self, cu_id: str) -> None:
         """A worker could not release a CU it let go of; :meth:`watch` retries it."""
@@ -705,18 +718,6 @@ def _configure_logging(config: AgentConfig) -> None:
     install_log_filter()  # secrets out of every record, libraries' included (botocore names the S3 key id)
 
 
-def _install_signal_handlers(agent: Agent) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        agent.request_stop(f"signal {signal.Signals(signum).name}")
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, handler)
-    # the C-level handler writes each of those signals here the moment it arrives (Agent.signalled)
-    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    agent._signal_pipe = read_end
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m agent``; returns the exit status (0 Done, 1 Failed, 3 no start)."""
     config = parse_args(argv)
@@ -730,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot open coordination: %s", exc)
         return EXIT_STARTUP
     agent = Agent(config, coord)
-    _install_signal_handlers(agent)
+    agent.listen_for_signals()
     try:
         return agent.run()
     except RegistrationError as exc:
