@@ -76,6 +76,9 @@ extra CU per slot when they take longer (other pilots must not wait behind this 
 PREFETCH_MAX = 16
 """At most this many CUs per slot are held (prefetched) at once."""
 
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+"""The signals that stop the agent (a batch system's end of the job, Ctrl-C, a lost terminal)."""
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_STARTUP = 3
@@ -137,6 +140,8 @@ class Agent:
         """CUs let go of whose release failed (coordination down): retried by :meth:`watch`."""
         self._signal_pipe: int | None = None
         """Read end of the signal wakeup pipe (see :meth:`signalled`), once the handlers are installed."""
+        self._signal_seen = False
+        """Set by the signal watcher when a signal came through the pipe."""
         self._suspects: set[str] = set()
         """Claimed ids nothing accounted for at the last check (handed back if still so at the next)."""
 
@@ -152,31 +157,54 @@ class Agent:
         return f"stop:{self._stop_reason}" if self._stop.is_set() else ""
 
     def signalled(self) -> bool:
-        """Whether a stop signal has reached this process, even if its Python handler has not run yet.
+        """Whether a stop signal has reached this process, even if the stop it causes has not begun yet.
 
-        The interpreter runs signal handlers in the main thread between bytecodes, so a worker can see its
-        CU exit before the agent's own SIGTERM (sent with the CU's by the batch system) is handled. The
-        C-level handler writes to the wakeup pipe at once (:meth:`listen_for_signals`); nothing
-        reads it, so it stays readable from the first signal on.
+        A worker can see its CU exit before the agent's own SIGTERM (sent with the CU's by the batch
+        system) has stopped the agent: the kernel delivers a signal to one thread of the process, which
+        may wait for a core, and the stop is requested from the signal watcher's thread after that. A
+        signal not yet delivered is in ``sigpending()``; once delivered, the C-level handler has written
+        it to the wakeup pipe (:meth:`listen_for_signals`), where it stays until the watcher, which notes
+        it first, reads it.
         """
         if self._signal_pipe is None:
             return False
+        if self._signal_seen or not STOP_SIGNALS.isdisjoint(signal.sigpending()):
+            return True
         poller = select.poll()
         poller.register(self._signal_pipe, select.POLLIN)
         return bool(poller.poll(0))
 
     def listen_for_signals(self) -> None:
-        """Stop on SIGTERM, SIGINT and SIGHUP, and note each in the wakeup pipe (main thread only)."""
+        """Stop on SIGTERM, SIGINT and SIGHUP (call from the main thread).
 
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.request_stop(f"signal {signal.Signals(signum).name}")
-
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, handler)
-        # the C-level handler writes each of those signals here the moment it arrives (see signalled)
+        Nothing runs in signal context: the Python-level handlers do nothing, the interpreter's C-level
+        handler writes each signal to a wakeup pipe as it arrives, and a watcher thread turns it into
+        :meth:`request_stop`. A handler that requested the stop itself ran inside whatever the main thread
+        was doing, and a second signal (a batch system's group kill and the launcher wrapper's forward
+        arrive together) re-entered it while the first held the stop event's lock: the agent hung until
+        the launcher's SIGKILL, without handing its work back.
+        """
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _noted)
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         self._signal_pipe = read_end
+        threading.Thread(target=self._watch_signals, args=(read_end,), name="signals", daemon=True).start()
+
+    def _watch_signals(self, pipe: int) -> None:
+        """Signal watcher thread: request the stop for each stop signal written to the wakeup pipe."""
+        poller = select.poll()
+        poller.register(pipe, select.POLLIN)
+        while True:
+            poller.poll()
+            self._signal_seen = True  # before the bytes leave the pipe: signalled() never misses one
+            try:
+                data = os.read(pipe, 64)
+            except BlockingIOError:
+                continue
+            for number in data:
+                if number in STOP_SIGNALS:
+                    self.request_stop(f"signal {signal.Signals(number).name}")
 
     def release_later(self, cu_id: str) -> None:
         """A worker could not release a CU it let go of; :meth:`watch` retries it."""
@@ -191,7 +219,8 @@ class Agent:
 
     # ------------------------------------------------------------ stop requests
     def request_stop(self, reason: str, final: PilotState = PilotState.DONE) -> None:
-        """Ask the main loop to stop (thread- and signal-safe); the first reason wins."""
+        """Ask the main loop to stop (thread-safe, not for signal handlers: see :meth:`listen_for_signals`);
+        the first reason wins."""
         if not self._stop.is_set():
             self._stop_reason = reason
             self._final_state = final
@@ -716,6 +745,10 @@ def _configure_logging(config: AgentConfig) -> None:
         stream=sys.stderr,
     )
     install_log_filter()  # secrets out of every record, libraries' included (botocore names the S3 key id)
+
+
+def _noted(signum: int, frame: FrameType | None) -> None:
+    """The Python-level handler of the stop signals: nothing (see :meth:`Agent.listen_for_signals`)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

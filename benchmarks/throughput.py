@@ -261,7 +261,13 @@ def read_phases(path: Path) -> dict[str, dict[str, float]]:
     try:
         servers.wait_until(path.exists, 60, f"the agent's phases in {path}")
     except AssertionError as exc:
-        print(f"  warning: {exc} (the agent did not exit cleanly?)", flush=True)
+        import glob
+        logs = sorted(glob.glob("/dev/shm/pdata-bench-pilots-*/**/*.std*", recursive=True))
+        for ctl in glob.glob("/dev/shm/pdata-bench-pilots-*/*/.pdata-launch/*/*"):
+            print("CTL", ctl, Path(ctl).read_text()[:200] if Path(ctl).is_file() else "dir", flush=True)
+        print(f"  warning: {exc} (the agent did not exit cleanly?) DEBUG {logs}", flush=True)
+        for log_path in logs[-4:]:
+            print(log_path, Path(log_path).read_text()[-1500:])
         return {}
     phases: dict[str, dict[str, float]] = json.loads(path.read_text())
     return phases

@@ -2,8 +2,9 @@
 
 Python imports ``sitecustomize`` at start-up from ``PYTHONPATH``; with this directory on it and
 ``PDATA_BENCH_PHASES`` naming a directory, a ``python -m agent`` process wraps four of its functions
-(nothing else changes) and, when it exits, writes ``<pid>.json`` there: for each pair of consecutive
-marks on a worker thread, how many, the mean and the median in microseconds. The marks of one CU:
+and its shutdown (nothing else changes) and writes ``<pid>.json`` there when it starts to stop and again
+when it exits: for each pair of consecutive marks on a worker thread, how many, the mean and the
+median in microseconds. The marks of one CU:
 
 * ``start``: its worker thread begins (the slot is taken);
 * ``spawn``: sandbox, environment and argv are ready; the output files are opened next;
@@ -32,6 +33,7 @@ def _install(target: str) -> None:
     import subprocess
 
     from agent import executors, worker
+    from agent import main as agent_main
 
     marks: list[list[tuple[str, float]]] = []
     local = threading.local()
@@ -74,10 +76,21 @@ def _install(target: str) -> None:
             for (a, ta), (b, tb) in itertools.pairwise(seq):
                 spans[f"{a} -> {b}"].append((tb - ta) * 1e6)
         out = {k: {"n": len(v), "mean": sum(v) / len(v), "p50": sorted(v)[len(v) // 2]} for k, v in spans.items()}
-        with open(os.path.join(target, f"{os.getpid()}.json"), "w") as f:
+        path = os.path.join(target, f"{os.getpid()}.json")
+        with open(path + ".part", "w") as f:
             json.dump(out, f)
+        os.replace(path + ".part", path)  # the benchmark reads it as soon as it exists: whole or not at all
 
     atexit.register(dump)
+    # also when the agent starts to stop: a pilot canceled by its client gets SIGTERM, then SIGKILL after
+    # the launcher's grace, and an agent killed during its shutdown never reaches atexit
+    real_shutdown = agent_main.Agent._shutdown
+
+    def shutdown(self: Any) -> None:
+        dump()
+        real_shutdown(self)
+
+    agent_main.Agent._shutdown = shutdown  # type: ignore[method-assign]
 
 
 _target = os.environ.get("PDATA_BENCH_PHASES")

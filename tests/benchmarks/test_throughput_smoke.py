@@ -42,4 +42,4 @@ def test_the_throughput_benchmark_prints_rates_profile_and_the_slot_cycle(tmp_pa
         assert abs(cycle - sum(int(mean) for _, mean in spans)) <= 7  # the printed means are rounded
         # two slots cycle at once: their mean cycle bounds the measured rate (start-up and the tail aside)
         assert rates[name] <= 2 / (cycle * 1e-6) * 1.05, (name, rates[name], cycle)
-    assert "warning" not in proc.stdout
+    assert "phases in" not in proc.stdout  # every agent wrote its spans (read_phases warns otherwise)
