@@ -168,11 +168,12 @@ class Agent:
         """
         if self._signal_pipe is None:
             return False
-        if self._signal_seen or not STOP_SIGNALS.isdisjoint(signal.sigpending()):
+        # in the order a signal passes through them, so that it is seen wherever it is meanwhile
+        if not STOP_SIGNALS.isdisjoint(signal.sigpending()):
             return True
         poller = select.poll()
         poller.register(self._signal_pipe, select.POLLIN)
-        return bool(poller.poll(0))
+        return bool(poller.poll(0)) or self._signal_seen
 
     def listen_for_signals(self) -> None:
         """Stop on SIGTERM, SIGINT and SIGHUP (call from the main thread).
