@@ -87,7 +87,10 @@ def _install(target: str) -> None:
     real_shutdown = agent_main.Agent._shutdown
 
     def shutdown(self: Any) -> None:
-        dump()
+        try:
+            dump()
+        except Exception as exc:  # a measurement must never keep the agent from handing its work back
+            print(f"phases: not written: {exc!r}", file=sys.stderr)
         real_shutdown(self)
 
     agent_main.Agent._shutdown = shutdown  # type: ignore[method-assign]
