@@ -35,10 +35,10 @@ the stop, before or after the agent heard of it. Its exit status then says nothi
 * any CU that ends after a stop began is handed back, unless it exited 0 and the stop was the agent's
   own (walltime, cancel, failing worker: nothing signalled the CU, so exit 0 is a real completion);
   exit 0 after a *signal* stop is handed back too (the CU may have caught the signal and exited 0);
-* a CU that exits 0 when a signal has reached the agent but the interpreter has not run its handler
-  yet (handlers run in the main thread, between bytecodes; the worker may see the exit first) is
-  judged as if the stop had begun: the agent's signal wakeup pipe says a signal came
-  (``Host.signalled``), and the worker waits for the stop it announces.
+* a CU that exits 0 when a stop signal has reached the agent but has not stopped it yet (the kernel
+  hands the signal to one of the agent's threads, which may wait for a core, and the agent's signal
+  watcher requests the stop after that; the worker may see the exit first) is judged as if the stop
+  had begun: ``Host.signalled`` says a signal is on its way, and the worker waits for its stop.
 """
 
 from __future__ import annotations
@@ -127,14 +127,14 @@ class Host(Protocol):
     passed_environment: Mapping[str, str]
     @property
     def stopping(self) -> threading.Event:
-        """Set once the agent was asked to stop (thread- and signal-safe to wait on)."""
+        """Set once the agent was asked to stop (thread-safe to wait on)."""
 
     @property
     def stop_kind(self) -> str:
         """``stop:<reason>`` once the agent was asked to stop, else ``""``."""
 
     def signalled(self) -> bool:
-        """Whether a stop signal reached the agent, even if its handler has not run yet (a stop is coming)."""
+        """Whether a stop signal reached the agent, even if it has not stopped it yet (a stop is coming)."""
 
     def worker_done(self, worker: CUWorker) -> None:
         """Called by the worker thread when it is done with its CU (slots already released)."""
