@@ -13,6 +13,8 @@ printed one after the other. Ctrl-C ends it with status 0 and the cursor restore
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
 import signal
 import sys
@@ -120,17 +122,27 @@ def watch(frame: Callable[[], list[str]], interval: float, count: int | None) ->
     Ctrl-C (SIGINT) sets a flag instead of raising ``KeyboardInterrupt`` wherever the main thread happens to
     be: an exception thrown into a lock or a coordination call half-way through a frame could leave a
     thread waiting forever and the command hanging at exit. The frame being drawn is finished, then the
-    loop ends and the cursor is restored. A second Ctrl-C, while a frame is stuck, raises at once.
+    loop ends and the cursor is restored. A second Ctrl-C, while a frame is stuck, raises at once. The
+    handler takes no lock (it runs inside whatever the main thread was doing, a lock's own code
+    included): it sets a plain flag and writes a byte to the pipe the loop waits on between frames.
     """
     out = sys.stdout
     tty = out.isatty()
-    stop = threading.Event()
+    stopped = False
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    between_frames = select.poll()
+    between_frames.register(wake_read, select.POLLIN)
     previous = signal.getsignal(signal.SIGINT)
 
     def interrupted(signum: int, frame_: object) -> None:
-        if stop.is_set():  # a second Ctrl-C while a frame is stuck (coordination unreachable): give up now
+        nonlocal stopped
+        if stopped:  # a second Ctrl-C while a frame is stuck (coordination unreachable): give up now
             raise KeyboardInterrupt
-        stop.set()
+        stopped = True
+        try:
+            os.write(wake_write, b"\0")
+        except BlockingIOError:  # the pipe is full of earlier wake-ups: the loop wakes anyway
+            pass
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, interrupted)
@@ -138,9 +150,9 @@ def watch(frame: Callable[[], list[str]], interval: float, count: int | None) ->
         out.write("\x1b[?25l\x1b[2J")  # hide the cursor, clear the screen once
     shown = 0
     try:
-        while not stop.is_set():
+        while not stopped:
             lines = frame()
-            if stop.is_set():
+            if stopped:
                 return
             if tty:
                 width = shutil.get_terminal_size().columns
@@ -153,12 +165,14 @@ def watch(frame: Callable[[], list[str]], interval: float, count: int | None) ->
             shown += 1
             if count is not None and shown >= count:
                 return
-            stop.wait(interval)
+            between_frames.poll(interval * 1000)
     except KeyboardInterrupt:  # a SIGINT before the handler was installed
         return
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
+        os.close(wake_read)
+        os.close(wake_write)
         if tty:
             out.write("\x1b[?25h")
             out.flush()
