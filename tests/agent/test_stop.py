@@ -26,6 +26,13 @@ def _pilot(backend: Backend, pilot: str = "p1") -> str:
     return pilot
 
 
+def _agent(backend: Backend, pilot: str, tmp_path: Path, *, slots: int, kill_grace: int | None = None) -> AgentProcess:
+    """The agent of these tests: a 3 s heartbeat TTL, its workdir under ``tmp_path``."""
+    grace = [] if kill_grace is None else ["--kill-grace", str(kill_grace)]
+    return AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--slots", str(slots),
+                        "--heartbeat-ttl", "3", *grace)
+
+
 def _pids(directory: Path, names: list[str]) -> list[int]:
     wait_until(lambda: all((directory / f"{n}.pid").exists() for n in names), 20, "the CUs to write their pids")
     return [int((directory / f"{n}.pid").read_text()) for n in names]
@@ -61,8 +68,7 @@ def test_a_batch_system_sigterm_to_every_process_hands_the_cus_back(
     pilot = _pilot(backend)
     submit(coord, "die", sh(f"echo $$ > {tmp_path}/die.pid; exec sleep 60"))
     submit(coord, "trap", sh(f"trap 'exit 0' TERM; echo $$ > {tmp_path}/trap.pid; sleep 60 & wait"))
-    agent = AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--slots", "2",
-                         "--heartbeat-ttl", "3", "--kill-grace", "1")
+    agent = _agent(backend, pilot, tmp_path, slots=2, kill_grace=1)
     try:
         wait_state(coord, "die", "Running")
         wait_state(coord, "trap", "Running")
@@ -104,8 +110,7 @@ def test_cus_that_trap_sigterm_and_exit_0_signalled_with_the_agent_are_handed_ba
     names = ["t1", "t2", "t3"]
     for name in names:
         submit(coord, name, sh(f"trap 'exit 0' TERM; echo $$ > {tmp_path}/{name}.pid; sleep 60 & wait"))
-    agent = AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--slots", "3",
-                         "--heartbeat-ttl", "3", "--kill-grace", "1")
+    agent = _agent(backend, pilot, tmp_path, slots=3, kill_grace=1)
     try:
         for name in names:
             wait_state(coord, name, "Running")
@@ -136,8 +141,7 @@ def test_a_burst_of_stop_signals_stops_the_agent_once_and_cleanly(backend: Backe
     coord = backend.coord
     pilot = _pilot(backend)
     submit(coord, "long", sh("exec sleep 60"))
-    agent = AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--slots", "1",
-                         "--heartbeat-ttl", "3", "--kill-grace", "1")
+    agent = _agent(backend, pilot, tmp_path, slots=1, kill_grace=1)
     try:
         wait_state(coord, "long", "Running")
         for _ in range(100):
@@ -162,8 +166,7 @@ def test_a_cu_that_exits_0_when_the_agent_stops_it_is_handed_back_not_stranded(
     coord = backend.coord
     pilot = _pilot(backend)
     submit(coord, "trap", sh("trap 'exit 0' TERM; sleep 60 & wait"))
-    agent = AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--slots", "1",
-                         "--heartbeat-ttl", "3", "--kill-grace", "2")
+    agent = _agent(backend, pilot, tmp_path, slots=1, kill_grace=2)
     try:
         wait_state(coord, "trap", "Running")
         assert agent.terminate(30) == 0, agent.log
@@ -186,8 +189,7 @@ def test_work_taken_back_from_a_live_agent_is_never_written_by_it(backend: Backe
     marker = tmp_path / "first-run"
     submit(coord, "x", sh(f"if [ -e {marker} ]; then echo second >> {tmp_path}/runs; exit 0; fi; "
                           f"echo $$ > {marker}; echo first >> {tmp_path}/runs; exec sleep 60"))
-    agent = AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--slots", slots,
-                         "--heartbeat-ttl", "3", "--kill-grace", "1")
+    agent = _agent(backend, pilot, tmp_path, slots=int(slots), kill_grace=1)
     try:
         wait_state(coord, "x", "Running")
         wait_until(marker.exists, 10, "the first run to start")
@@ -214,8 +216,7 @@ def test_a_claim_the_agent_never_heard_of_is_handed_back_and_run(backend: Backen
     coord = backend.coord
     pilot = _pilot(backend)
     submit(coord, "busy", sh("sleep 6"))
-    agent = AgentProcess(backend.url, backend.namespace, pilot, tmp_path / "work", "--slots", "1",
-                         "--heartbeat-ttl", "3")
+    agent = _agent(backend, pilot, tmp_path, slots=1)
     try:
         wait_state(coord, "busy", "Running")  # its one slot is taken: the agent claims nothing now
         submit(coord, "lost-reply", {"executable": "/bin/true"}, pilot=pilot)
