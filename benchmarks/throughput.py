@@ -439,7 +439,7 @@ def main() -> int:
             tempfile.TemporaryDirectory(prefix="pdata-bench-pilots-", dir=args.workdir) as pilots:
         tmpdir = Path(tmp)
         phase_dir = tmpdir / "phases"
-        if args.phases:  # the agents inherit this environment (fork launcher): each writes <pid>.json at exit
+        if args.phases:  # the agents inherit this environment (fork launcher): each writes <pid>.json as it stops
             phase_dir.mkdir()
             os.environ["PDATA_BENCH_PHASES"] = str(phase_dir)
             here = str(Path(__file__).resolve().parent / "phases")
