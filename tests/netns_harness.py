@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import wait_until
+from tests.servers import process_alive, wait_until
 
 
 def require_netns() -> None:
@@ -37,15 +37,6 @@ def require_netns() -> None:
             pytest.skip(f"needs {tool} to create network namespaces for the scheduler's hosts")
     if not Path("/proc/self/ns/net").exists():
         pytest.skip("this kernel has no network namespaces")
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie nobody reaps here counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -140,7 +131,7 @@ class Subnet:
         found: list[int] = []
         for ns in self.namespaces.values():
             out = _ip("netns", "pids", ns, check=False).stdout
-            found += [int(p) for p in out.split() if p.isdigit() and _alive(int(p))]
+            found += [int(p) for p in out.split() if p.isdigit() and process_alive(int(p))]
         return found
 
     def remove(self) -> None:

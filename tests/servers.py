@@ -116,7 +116,7 @@ class RedisServer:
         """SIGKILL the server (no shutdown, no final fsync: what it wrote to its AOF is all there is)."""
         pid = self.pid
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10, f"redis {pid} to die")
+        wait_until(lambda: not process_alive(pid), 10, f"redis {pid} to die")
         wait_until(lambda: not _port_open(self.port), 10, f"port {self.port} to close")
 
     def shutdown(self) -> None:
@@ -131,11 +131,22 @@ class RedisServer:
         wait_until(lambda: _port_open(self.port), 10, f"redis-server on port {self.port}")
 
 
-def _zombie(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie nobody has reaped yet counts as gone)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` of a server's log, headed by its path, for a failure message."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"--- {path}: (missing)"
+    return f"--- {path}:\n" + "\n".join(text)
 
 
 def start_redis(directory: Path, password: str | None = None, extra: list[str] | None = None) -> RedisServer:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.netns_harness import Subnet, machine_names, make_subnet
-from tests.servers import require_binary, wait_until
+from tests.servers import log_tail, require_binary, wait_until
 
 HOST = "sgehost"
 QMASTER_PORT, EXECD_PORT = 6444, 6445  # inside the namespace: nothing else listens there
@@ -242,7 +242,7 @@ def start_sge(directory: Path) -> SgeCluster:
         _configure(cluster, d)
         wait_until(cluster.queue_ready, START_TIMEOUT, f"queue {cluster.queue}@{HOST} to come up")
     except (AssertionError, subprocess.CalledProcessError, OSError, RuntimeError) as exc:
-        messages = _tail(cluster.spool / "messages")
+        messages = log_tail(cluster.spool / "messages")
         cluster.stop()
         raise AssertionError(f"Grid Engine did not start: {exc}\n{messages}") from exc
     cluster.startup_seconds = time.monotonic() - began
@@ -264,10 +264,3 @@ def _configure(cluster: SgeCluster, d: Path) -> None:
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)}: {done.stderr or done.stdout}")
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"--- {path.name}: (missing)"
-    return f"--- {path}:\n" + "\n".join(text)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.netns_harness import Subnet, machine_names, make_subnet
-from tests.servers import free_port, require_binary, wait_until
-from tests.slurm_harness import SlurmClient, _start_munge, _stop_pidfile, _tail, shared_settings
+from tests.servers import free_port, log_tail, require_binary, wait_until
+from tests.slurm_harness import SlurmClient, _start_munge, _stop_pidfile, shared_settings
 
 NODES = ("node1", "node2")
 CPUS_PER_NODE = 2
@@ -111,7 +111,7 @@ def start_slurm2(directory: Path) -> Slurm2Cluster:
             subprocess.run(command, check=True, env=env, capture_output=True, timeout=30)
         wait_until(lambda: _nodes_ready(cluster), START_TIMEOUT, "both SLURM nodes to become idle")
     except (AssertionError, subprocess.CalledProcessError, OSError, RuntimeError) as exc:
-        logs = "\n".join(_tail(d / name) for name in ("slurmctld.log", *(f"slurmd-{n}.log" for n in NODES)))
+        logs = "\n".join(log_tail(d / name, 15) for name in ("slurmctld.log", *(f"slurmd-{n}.log" for n in NODES)))
         cluster.stop()
         raise AssertionError(f"two-node SLURM did not start: {exc}\n{logs}") from exc
     cluster.startup_seconds = time.monotonic() - began

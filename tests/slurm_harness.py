@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import free_port, require_binary, wait_until
+from tests.servers import free_port, log_tail, process_alive, require_binary, wait_until
 
 START_TIMEOUT = 30.0
 """Bound on the wait for the node to become idle (it usually takes 2-5 s)."""
@@ -87,21 +87,12 @@ def _stop_pidfile(pidfile: Path) -> None:
     except ProcessLookupError:
         return
     try:
-        wait_until(lambda: not _alive(pid), 10, f"pid {pid} from {pidfile.name} to exit")
+        wait_until(lambda: not process_alive(pid), 10, f"pid {pid} from {pidfile.name} to exit")
     except AssertionError:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, never reaped here by PID 1, counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def shared_settings(d: Path, *, per_node: bool) -> str:
@@ -205,7 +196,7 @@ def start_slurm(directory: Path) -> SlurmCluster:
         subprocess.run([slurmd, "-f", str(conf)], check=True, env=env, capture_output=True)
         wait_until(lambda: _node_ready(cluster), START_TIMEOUT, f"SLURM node {host} to become idle")
     except (AssertionError, subprocess.CalledProcessError) as exc:
-        logs = "\n".join(_tail(d / name) for name in ("slurmctld.log", "slurmd.log", "munge/munged.log"))
+        logs = "\n".join(log_tail(d / name, 15) for name in ("slurmctld.log", "slurmd.log", "munge/munged.log"))
         cluster.stop()
         raise AssertionError(f"SLURM did not start: {exc}\n{logs}") from exc
     cluster.startup_seconds = time.monotonic() - began
@@ -219,10 +210,3 @@ def _node_ready(cluster: SlurmCluster) -> bool:
         return False
     return state == "idle"
 
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"--- {path.name}: (missing)"
-    return f"--- {path.name}:\n" + "\n".join(text)

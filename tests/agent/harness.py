@@ -12,6 +12,7 @@ from typing import Any
 
 from pilotdata.coordination import Coordination, Event
 from pilotdata.states import Kind, is_final
+from tests.servers import process_alive as process_alive  # the agent tests import it from here
 from tests.servers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,15 +141,6 @@ def all_events(coord: Coordination) -> list[Event]:
 def cu_events(coord: Coordination, cu_id: str) -> list[Event]:
     """The events of one CU."""
     return [e for e in all_events(coord) if e.entity == "cu" and e.id == cu_id]
-
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def sh(script: str, **extra: Any) -> dict[str, Any]:
