@@ -345,11 +345,7 @@ class SQLiteCoordination(Coordination):
             if row is None:
                 raise NotFoundError(f"{k} {entity_id!r} does not exist")
             data = json.loads(row[0])
-            for key, value in patch.items():
-                if value is None:
-                    data.pop(key, None)
-                else:
-                    data[key] = value
+            _apply_patch(data, patch)
             conn.execute(
                 "UPDATE entities SET data = ?, updated = ? WHERE ns = ? AND kind = ? AND id = ?",
                 (self._data_json(k, entity_id, data), time.time(), *where),
@@ -467,12 +463,7 @@ class SQLiteCoordination(Coordination):
         datas = {i: json.loads(d) for i, d in rows}
         for entity_id, patch in patches:
             self._data_json(kind, entity_id, patch)  # validates keys and values
-            data = datas[entity_id]
-            for key, value in patch.items():
-                if value is None:
-                    data.pop(key, None)
-                else:
-                    data[key] = value
+            _apply_patch(datas[entity_id], patch)
         conn.executemany(
             "UPDATE entities SET data = ? WHERE ns = ? AND kind = ? AND id = ?",
             [(self._data_json(kind, i, d), self.namespace, kind, i) for i, d in datas.items()],
@@ -796,3 +787,12 @@ class SQLiteCoordination(Coordination):
         with self._auto("trim events") as conn:
             cur = conn.execute("DELETE FROM events WHERE ns = ? AND seq <= ?", (self.namespace, seq))
             return cur.rowcount
+
+
+def _apply_patch(data: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """Set ``patch``'s keys in ``data``; a ``None`` value deletes the key (the data-patch rule of the API)."""
+    for key, value in patch.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
