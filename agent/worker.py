@@ -351,7 +351,8 @@ class CUWorker:
         try:
             executor = self._executor()
             # what a node process adds to its own allow-listed environment: everything but that
-            extra = {k: v for k, v in env.items() if not passed(k) or self.host.environment.get(k) != v}
+            extra = {} if executor.local else {k: v for k, v in env.items()
+                                               if not passed(k) or self.host.environment.get(k) != v}
             launched = executor.spawn(task.id, argv, sandbox, env, extra, stdout, stderr)
         except CUFailed as failure:
             self._fail(failure)
