@@ -374,6 +374,12 @@ def run_parsl(n: int, workdir: Path, executor: str) -> float | None:
             return "/bin/true"
 
         app = apps.bash_app(true_line)
+    # HTEX starts its interchange and workers as commands found on PATH (interchange.py,
+    # process_worker_pool.py): installed next to this interpreter, which need not be on PATH when the
+    # script is run as .venv/bin/python without activating the environment
+    scripts = os.path.dirname(sys.executable)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join(filter(None, [scripts, os.environ.get("PATH")]))
     dfk = parsl.load(from_config.Config(executors=[ex], run_dir=rundir, usage_tracking=0))
     try:
         app().result()  # the workers are up

@@ -54,7 +54,7 @@ from pilotdata.errors import (
 from pilotdata.redaction import public_url, register_secret, scrub, url_secrets
 from pilotdata.states import ComputeUnitState, Kind
 
-__all__ = ["CLAIM_BLOCK_SLICE", "TRANSITION_CHUNK", "RedisCoordination"]
+__all__ = ["CLAIM_BLOCK_SLICE", "READ_CHUNK", "TRANSITION_CHUNK", "RedisCoordination"]
 
 CLAIM_BLOCK_SLICE = 0.25
 """Longest single ``BLMOVE`` wait (seconds) of a blocking claim; bounds the latency of work that
@@ -62,6 +62,10 @@ arrives on the pilot's own queue while the claim blocks on the shared queue."""
 
 TRANSITION_CHUNK = 500
 """Transition requests per script call; a batch is several calls in one pipelined round trip."""
+
+READ_CHUNK = 1000
+"""Records (or states) read per script call; a longer read is several calls in one pipelined round trip
+(each call holds the server for the keys it reads only)."""
 
 _STREAM_ID = re.compile(r"^\d+-\d+$")
 
@@ -140,6 +144,8 @@ class RedisCoordination(Coordination):
         self._s_requeue = reg(scripts.PRELUDE + scripts.REQUEUE_LOST)
         self._s_adopt = reg(scripts.PRELUDE + scripts.ADOPT_UNBOUND)
         self._s_events = reg(scripts.PRELUDE + scripts.EVENTS_AFTER)
+        self._s_get_many = reg(scripts.PRELUDE + scripts.GET_MANY)
+        self._s_states = reg(scripts.PRELUDE + scripts.STATES)
 
     def __repr__(self) -> str:
         return f"RedisCoordination(url={self._url!r}, namespace={self.namespace!r})"
@@ -242,24 +248,32 @@ class RedisCoordination(Coordination):
             raise NotFoundError(f"{k} {entity_id!r} does not exist")
         return _record(k, entity_id, fields)
 
+    def _read_json(self, script: Any, kind: str, entity_ids: Sequence[str]) -> list[Any]:
+        """Run a read script over the entities' hashes, :data:`READ_CHUNK` keys per call, pipelined; the
+        decoded JSON replies in the order asked."""
+        keys = [self.keys.entity(kind, i) for i in entity_ids]
+        if len(keys) <= READ_CHUNK:
+            replies = [script(keys=keys)] if keys else []
+        else:
+            pipe = self._r.pipeline(transaction=False)
+            for first in range(0, len(keys), READ_CHUNK):
+                script(keys=keys[first:first + READ_CHUNK], client=pipe)
+            replies = pipe.execute()
+        return [item for reply in replies for item in json.loads(reply)]
+
     def get_many(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[EntityRecord | None]:
-        """Entities in the order asked (one pipelined round trip); ``None`` where missing."""
+        """Entities in the order asked (the ``GET_MANY`` script, one round trip); ``None`` where missing."""
         k = kind_name(kind)
         with self._errors(f"get {k}"):
-            pipe = self._r.pipeline(transaction=False)
-            for entity_id in entity_ids:
-                pipe.hgetall(self.keys.entity(k, entity_id))
-            rows = pipe.execute() if entity_ids else []
-        return [_record(k, i, f) if f else None for i, f in zip(entity_ids, rows, strict=True)]
+            rows = self._read_json(self._s_get_many, k, entity_ids)
+        return [_record(k, i, dict(zip(f[::2], f[1::2], strict=True))) if f else None
+                for i, f in zip(entity_ids, rows, strict=True)]
 
     def states(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[str | None]:
-        """States in the order asked (``HGET state``, one pipelined round trip); ``None`` where missing."""
+        """States in the order asked (the ``STATES`` script, one round trip); ``None`` where missing."""
         k = kind_name(kind)
         with self._errors(f"get {k} states"):
-            pipe = self._r.pipeline(transaction=False)
-            for entity_id in entity_ids:
-                pipe.hget(self.keys.entity(k, entity_id), "state")
-            return list(pipe.execute()) if entity_ids else []
+            return [s if isinstance(s, str) else None for s in self._read_json(self._s_states, k, entity_ids)]
 
     def list_ids(self, kind: Kind | str) -> list[str]:
         """All ids of ``kind`` (from the index set), sorted."""

@@ -65,6 +65,16 @@ class EntityConformance(ConformanceBase):
         assert [r.data["n"] if r else None for r in records] == [2, None, 1, 2]
         assert coord.get_many("cu", []) == []
 
+    def test_get_many_and_states_across_read_chunks_keep_every_value(self, coord: Coordination) -> None:
+        """Reads longer than one server call (Redis: 1,000 keys a script; SQLite: its parameter limit)."""
+        data = {"s": "ünï \"quoted\" / back\\slash", "big": 2**62 + 1, "obj": {}, "list": [], "f": 0.1}
+        coord.create_many("cu", [(f"c{i}", {**data, "i": i}) for i in range(0, 2500, 2)])
+        ids = [f"c{i}" for i in range(2500)]
+        records = coord.get_many("cu", ids)
+        assert [r.data["i"] if r else None for r in records] == [i if i % 2 == 0 else None for i in range(2500)]
+        assert all(r.data == {**data, "i": r.data["i"]} and r.state == "New" for r in records if r)
+        assert coord.states("cu", ids) == ["New" if i % 2 == 0 else None for i in range(2500)]
+
     def test_states_keep_order_mark_missing_and_follow_transitions(self, coord: Coordination) -> None:
         coord.create_many("cu", [("a", {"description": {"executable": "/bin/true"}}), ("b", {})])
         coord.transition("cu", "b", "Pending")
