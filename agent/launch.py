@@ -26,6 +26,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -75,12 +76,16 @@ def resolve_executable(name: str, sandbox: Path, path_var: str | None) -> str:
     A name with a ``/`` is taken relative to the sandbox; a bare name is searched in ``PATH``.
     """
     if "/" in name:
-        candidate = Path(name) if os.path.isabs(name) else sandbox / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-        if candidate.is_file():
+        candidate = name if os.path.isabs(name) else os.path.join(sandbox, name)
+        try:
+            regular = stat.S_ISREG(os.stat(candidate).st_mode)
+        except (OSError, ValueError):
+            regular = False
+        if not regular:
+            raise CUFailed(f"executable not found: {name}")
+        if not os.access(candidate, os.X_OK):
             raise CUFailed(f"executable not executable: {name}")
-        raise CUFailed(f"executable not found: {name}")
+        return candidate
     found = shutil.which(name, path=path_var)
     if not found:
         raise CUFailed(f"executable not found: {name}")

@@ -64,17 +64,42 @@ class QueuedMove:
     callback: Callback | None = None
     urgent: bool = False
     """Someone waits for the result: send without lingering."""
-    done: threading.Event = field(default_factory=threading.Event)
     result: TransitionResult | None = None
     error: BaseException | None = None
+    _sent: bool = field(default=False, repr=False)
+    _event: threading.Event | None = field(default=None, repr=False)
+    """Made by the first :meth:`wait` before the move was sent: most moves are never waited for (their
+    callback reports), and an Event for each was a measurable share of the agent's CPU per CU."""
+
+    @property
+    def sent(self) -> bool:
+        """Whether the move was sent (its :attr:`result` or :attr:`error` is there)."""
+        return self._sent
 
     def wait(self) -> TransitionResult:
         """Block until the move was sent; its result, or the error the call raised."""
-        self.done.wait()
+        with _WAKE_LOCK:
+            if not self._sent and self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if event is not None:
+            event.wait()
         if self.error is not None:
             raise self.error
         assert self.result is not None
         return self.result
+
+    def _finished(self, result: TransitionResult | None, error: BaseException | None) -> None:
+        """Record the outcome and wake a waiter, if any."""
+        with _WAKE_LOCK:
+            self.result, self.error, self._sent = result, error, True
+            event = self._event
+        if event is not None:
+            event.set()
+
+
+_WAKE_LOCK = threading.Lock()
+"""Orders a move's sending against a first :meth:`QueuedMove.wait` (held for a few instructions)."""
 
 
 class Recorder:
@@ -217,8 +242,7 @@ class Recorder:
 
     @staticmethod
     def _finish(p: QueuedMove, result: TransitionResult | None, error: BaseException | None) -> None:
-        p.result, p.error = result, error
-        p.done.set()
+        p._finished(result, error)
         if p.callback is not None:
             try:
                 p.callback(result, error)

@@ -170,7 +170,6 @@ class CUWorker:
         """The node (MPI: the hosts) whose cores this CU holds."""
         self.state: str = S.PENDING.value
         """The state this worker last wrote (the ``expected`` of its next transition)."""
-        self._interrupt = threading.Event()
         self._interrupt_kind = ""
         self._lock = threading.Lock()
         self.abandoned = False
@@ -191,7 +190,6 @@ class CUWorker:
         with self._lock:
             if not self._interrupt_kind:
                 self._interrupt_kind = kind
-        self._interrupt.set()
 
     @property
     def interrupt_kind(self) -> str:

@@ -234,14 +234,14 @@ def test_an_awaited_move_ends_the_linger(backend: Backend, started: StartRecorde
     wrapped = Wrapped(backend.coord)
     recorder = started(wrapped.as_coordination(), linger=5.0)
     lingering = recorder.submit(TransitionRequest(a, "Running"))
-    assert not lingering.done.is_set()  # held back for up to 5 s
+    assert not lingering.sent  # held back for up to 5 s
     box: list[TransitionResult] = []
     mover = threading.Thread(target=lambda: box.append(recorder.move(TransitionRequest(b, "Running"))))
     mover.start()
     wait_until(lambda: not mover.is_alive(), 2.5, "move() well before the 5 s linger")
     assert box and box[0].ok
     # the lingering move went with it, in the same call
-    assert lingering.done.is_set() and lingering.wait().ok
+    assert lingering.sent and lingering.wait().ok
     assert wrapped.calls == 1 and wrapped.sizes == [2]
 
 
@@ -250,7 +250,7 @@ def test_flush_sends_the_lingering_moves_and_waits_for_them(backend: Backend, st
     recorder = started(backend.coord, linger=5.0)
     pendings = [recorder.submit(TransitionRequest(cu, "Running")) for cu in ids]
     assert recorder.flush(2.5)
-    assert all(p.done.is_set() and p.wait().ok for p in pendings)
+    assert all(p.sent and p.wait().ok for p in pendings)
     assert backend.coord.states(Kind.CU, ids) == ["Running"] * len(ids)
 
 
@@ -260,7 +260,7 @@ def test_flush_times_out_while_the_backend_is_down(backend: Backend, started: St
     recorder = started(wrapped.as_coordination(), retry_for=1.0)
     pending = recorder.submit(TransitionRequest(cu, "Running"))
     assert recorder.flush(0.2) is False
-    assert not pending.done.is_set()
+    assert not pending.sent
     assert recorder.flush(10)  # gives up after retry_for: the batch ends, with an error
     with pytest.raises(CoordinationError):
         pending.wait()
@@ -273,7 +273,7 @@ def test_close_sends_what_is_queued_then_refuses_more(backend: Backend) -> None:
     recorder.start()
     pending = recorder.submit(TransitionRequest(a, "Running"))
     recorder.close(5)
-    assert pending.done.is_set() and pending.wait().ok
+    assert pending.sent and pending.wait().ok
     assert backend.coord.get(Kind.CU, a).state == "Running"
     with pytest.raises(CoordinationError, match="closed"):
         recorder.submit(TransitionRequest(b, "Running"))
