@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from agent.environment import allowed, cu_environment, passed
 from agent.launch import build_argv, cores, expand, mpi_prefix, resolve_executable
 from agent.nodes import Node
 from agent.policies import FailureStreak, Policies
-from agent.reaper import serve
+from agent.reaper import pipe_lines, serve
 from agent.sandbox import make_sandbox, sandbox_path
 from agent.task import CUFailed, Task
 from pilotdata.descriptions import ComputeUnitDescription
@@ -215,6 +216,39 @@ def test_url_has_password() -> None:
 
 
 # ----------------------------------------------------------------------------- reaper
+def test_reaper_pipe_lines_reads_everything_written_before_the_writer_went() -> None:
+    """The reaper reads the pipe only now and then; nothing written before the agent died may be missed,
+    however it is cut (whole lines in many writes, the last one unterminated), and the hang-up ends it."""
+    read_end, write_end = os.pipe()
+    lines = [f"+{i}" for i in range(20000)]  # more than the pipe holds: the reader drains while it waits
+    text = ("\n".join(lines) + "\n=cache/with spaces").encode()
+
+    def write() -> None:
+        with os.fdopen(write_end, "wb", buffering=0) as pipe:
+            for start in range(0, len(text), 7777):
+                pipe.write(text[start:start + 7777])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    started = time.monotonic()
+    got = list(pipe_lines(read_end, every=0.05))
+    writer.join(10)
+    os.close(read_end)
+    assert got == [*lines, "=cache/with spaces"]
+    assert time.monotonic() - started < 30
+
+
+def test_reaper_pipe_lines_ends_at_the_hang_up_without_waiting_for_its_period() -> None:
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"+1\n+2\n")
+    closer = threading.Timer(0.2, os.close, args=(write_end,))
+    closer.start()
+    started = time.monotonic()
+    assert list(pipe_lines(read_end, every=30.0)) == ["+1", "+2"]
+    assert time.monotonic() - started < 10  # woken by the hang-up, not by the 30 s period
+    os.close(read_end)
+
+
 def test_reaper_kills_the_groups_still_registered_at_eof() -> None:
     procs = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(3)]
     try:
