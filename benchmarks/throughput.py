@@ -460,13 +460,13 @@ def main() -> int:
         before_sandbox = sandbox_cost(Path(pilots))
         settle_until = time.monotonic() + args.settle
         while before_sandbox > SLOW_SANDBOX and time.monotonic() < settle_until:
-            print(f"a sandbox costs {before_sandbox:.0f} us in {args.workdir} now (files were deleted near it in "
-                  f"the last 30 s): waiting for the file system to settle (--settle {args.settle:g})", flush=True)
-            time.sleep(SETTLE_STEP)  # the thing waited for is the kernel's 30 s window: nothing to poll sooner
+            print(f"a sandbox costs {before_sandbox:.0f} us in {args.workdir} now (files were deleted near it "
+                  f"recently): waiting for the file system to settle (--settle {args.settle:g})", flush=True)
+            time.sleep(SETTLE_STEP)  # what is waited for is the kernel forgetting the deletions: a probe is the poll
             before_sandbox = sandbox_cost(Path(pilots))
         if before_sandbox > SLOW_SANDBOX:
             print(f"warning: a sandbox costs {before_sandbox:.0f} us in {args.workdir} now (files were deleted near "
-                  "it in the last 30 s): the figures will measure the file system; wait, or use another --workdir",
+                  "it recently): the figures will measure the file system; wait, or use another --workdir",
                   flush=True)
         redis_server = None
         urls: dict[str, tuple[str, int | None]] = {}
