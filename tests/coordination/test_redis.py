@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +122,30 @@ def test_every_key_of_a_namespace_shares_one_hash_tag() -> None:
     for bad in ("", "a{b", "c}"):
         with pytest.raises(DescriptionError, match="namespace"):
             RedisKeys(bad)
+
+
+def test_events_read_by_range_and_by_blocking_read_are_the_same(backend_url: str, namespace: str) -> None:
+    """``events_after`` reads the stream two ways (a script's positional rows; XREAD BLOCK when it waits for the
+    next entry); every kind of entry (a creation, a transition, a recorded event with its pilot and a detail
+    with empty lists, nesting, quotes and non-ASCII text) reads the same both ways."""
+    coord = RedisCoordination(backend_url, namespace)
+    detail = {"bytes": 12, "list": [], "obj": {}, "nested": {"a": [1, {"b": None}]}, "s": 'ünï "q" \\ /'}
+    kinds = [
+        lambda: coord.create("cu", "c1", {"x": 1}),
+        lambda: coord.transition("cu", "c1", "Pending"),
+        lambda: coord.record_event("transfer", "t1", detail, pilot="p1"),
+    ]
+    for make in kinds:
+        before = coord.last_cursor()
+        timer = threading.Timer(0.3, make)
+        timer.start()
+        waited = coord.events_after(before, block=10)  # nothing after ``before`` yet: the blocking read
+        timer.join()
+        assert len(waited) == 1
+        assert coord.events_after(before) == waited  # the same entry through the script
+    events = coord.events_after(None)
+    assert [(e.entity, e.id, e.from_state, e.to_state, e.pilot, e.attempt) for e in events] == [
+        ("cu", "c1", None, "New", None, 0), ("cu", "c1", "New", "Pending", None, 0),
+        ("transfer", "t1", None, None, "p1", 0)]
+    assert events[2].detail == detail
+    assert all(isinstance(e.time, float) and e.time > 0 for e in events)
