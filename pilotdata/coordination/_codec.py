@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pilotdata import states
@@ -19,6 +19,30 @@ def dumps(value: object, what: str, field: str) -> str:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise DescriptionError(f"{what}: {field} is not JSON-serialisable: {exc}", field=field) from exc
+
+
+_scan = getattr(json.JSONDecoder(), "scan_once", None)
+"""The json module's C scanner of one value (``(value, end)``), where this Python has it."""
+
+
+def loads_many(texts: Sequence[str]) -> list[Any]:
+    """Decode many short JSON texts (events' details) as ``json.loads`` does each.
+
+    ``json.loads`` costs about 1.2 us per call for a text of a few bytes, mostly its own Python around the
+    C scanner; the scanner alone costs 0.3 us. A text the scanner reads to its very end as one value is
+    that value; any other (whitespace around it, not JSON, a scanner this Python lacks) goes through
+    ``json.loads``, which returns it or raises that text's own error.
+    """
+    if _scan is None:
+        return [json.loads(text) for text in texts]
+    out: list[Any] = []
+    for text in texts:
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        out.append(value if end == len(text) else json.loads(text))
+    return out
 
 
 def creation_detail(kind: str, data: Mapping[str, Any]) -> str:

@@ -31,6 +31,7 @@ from pilotdata.coordination._codec import (
     dumps,
     initial_state,
     kind_name,
+    loads_many,
     rules,
 )
 from pilotdata.coordination.base import (
@@ -116,11 +117,7 @@ def _event(cursor: str, fields: Mapping[str, str]) -> Event:
 def _events(rows: Sequence[Sequence[str]]) -> list[Event]:
     """Events from the ``EVENTS_AFTER`` script's rows; the details are decoded in one ``json.loads`` (a call
     per event cost about 1 us each in Python, for details of a few bytes)."""
-    texts = [row[8] or "{}" for row in rows]
-    try:
-        details = json.loads("[" + ",".join(texts) + "]")
-    except ValueError:  # one of them is not JSON: decode each, so the error is the bad one's own
-        details = [json.loads(text) for text in texts]
+    details = loads_many([row[8] or "{}" for row in rows])
     return [
         Event(cursor=r[0], entity=r[1], id=r[2], from_state=r[3] or None, to_state=r[4] or None, time=float(r[5]),
               pilot=r[6] or None, attempt=int(r[7]), detail=d)

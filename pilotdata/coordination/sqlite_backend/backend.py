@@ -37,6 +37,7 @@ from pilotdata.coordination._codec import (
     dumps,
     initial_state,
     kind_name,
+    loads_many,
     rules,
 )
 from pilotdata.coordination.base import (
@@ -768,9 +769,10 @@ class SQLiteCoordination(Coordination):
                 ).fetchall()
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
+                details = loads_many([row[8] for row in rows])
                 return [
-                    Event(_cursor(seq), e, i, f, t, tm, p, a, json.loads(d))
-                    for seq, e, i, f, t, tm, p, a, d in rows
+                    Event(_cursor(seq), e, i, f, t, tm, p, a, detail)
+                    for (seq, e, i, f, t, tm, p, a, _), detail in zip(rows, details, strict=True)
                 ]
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, _POLL_MAX)
