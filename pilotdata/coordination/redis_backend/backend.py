@@ -115,8 +115,7 @@ def _event(cursor: str, fields: Mapping[str, str]) -> Event:
 
 
 def _events(rows: Sequence[Sequence[str]]) -> list[Event]:
-    """Events from the ``EVENTS_AFTER`` script's rows; the details are decoded in one ``json.loads`` (a call
-    per event cost about 1 us each in Python, for details of a few bytes)."""
+    """Events from the ``EVENTS_AFTER`` script's rows (read by position; the details by :func:`loads_many`)."""
     details = loads_many([row[8] or "{}" for row in rows])
     return [
         Event(cursor=r[0], entity=r[1], id=r[2], from_state=r[3] or None, to_state=r[4] or None, time=float(r[5]),
