@@ -19,8 +19,9 @@ N = 200
 
 def test_the_throughput_benchmark_prints_rates_profile_and_the_slot_cycle(tmp_path: Path) -> None:
     env = {**os.environ, "PDATA_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([sys.executable, str(BENCH), "--n", str(N), "--peers", "xargs", "--workdir", str(tmp_path),
-                           "--phases", "--settle", "0"], env=env, capture_output=True, text=True, timeout=300, check=False)
+    argv = [sys.executable, str(BENCH), "--n", str(N), "--peers", "xargs", "--workdir", str(tmp_path), "--phases",
+            "--settle", "0"]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     runners = [f"pilot-data {b} {m}" for b in ("redis", "sqlite") for m in ("bulk", "one-by-one")]
