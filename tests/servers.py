@@ -57,6 +57,14 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def unix_socket_open(path: Path) -> bool:
+    """Whether a server accepts connections on the unix socket ``path`` (the file exists from its ``bind``,
+    before its ``listen``: a connection in between is refused)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(str(path)) == 0
+
+
 def require_binary(name: str, package: str) -> str:
     """Path of ``name`` or a clear failure naming the Debian package (scripts/test installs it)."""
     path = shutil.which(name) or next(

@@ -79,7 +79,7 @@ def test_unix_socket_url(tmp_path: Path, namespace: str) -> None:
     sock = tmp_path / "redis.sock"
     server = servers.start_redis(tmp_path / "r", extra=["--unixsocket", str(sock), "--unixsocketperm", "700"])
     try:
-        servers.wait_until(sock.exists, 10, "the redis unix socket")
+        servers.wait_until(lambda: servers.unix_socket_open(sock), 10, "redis listening on its unix socket")
         with connect(f"unix://{sock}?db=0", namespace) as coord:
             coord.enqueue(["a"])
             assert coord.claim("p") == ["a"]
