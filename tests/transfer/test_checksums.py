@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from tests.servers import wait_until
 from tests.transfer.conftest import KINDS, SiteFactory, populate
 from transfer import (
     ChecksumMismatchError,
@@ -232,6 +233,15 @@ def _rewrite(p: Path) -> None:
 
 def _write_and_put_mtime_back(p: Path) -> None:
     st = p.stat()
+    # the kernel stamps ctime from a coarse clock (a tick of a few ms): a write within the tick of the file's
+    # last change leaves every stamp as it was, and no stat can tell (git calls such entries "racily clean").
+    # Here the write must be one the stamps can show: wait for the clock to pass the file's ctime first.
+    probe = p.with_name(p.name + ".tick")
+    def clock_moved_on() -> bool:
+        probe.write_bytes(b"")
+        return probe.stat().st_ctime_ns > st.st_ctime_ns
+    wait_until(clock_moved_on, 10, "the file system clock past the file's ctime")
+    probe.unlink()
     p.write_bytes(b"\1" + p.read_bytes()[1:])
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
 
