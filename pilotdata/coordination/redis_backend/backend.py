@@ -100,26 +100,17 @@ def _record(kind: str, entity_id: str, fields: Mapping[str, str]) -> EntityRecor
     )
 
 
-def _event(cursor: str, fields: Mapping[str, str]) -> Event:
-    return Event(
-        cursor=cursor,
-        entity=fields.get("entity", ""),
-        id=fields.get("id", ""),
-        from_state=fields.get("from") or None,
-        to_state=fields.get("to") or None,
-        time=float(fields.get("time", 0.0)),
-        pilot=fields.get("pilot") or None,
-        attempt=int(fields.get("attempt", 0)),
-        detail=json.loads(fields.get("detail") or "{}"),
-    )
+_ROW_FIELDS = ("entity", "id", "from", "to", "time", "pilot", "attempt", "detail")
+"""A stream entry's fields in the order of an event row (after its id), as ``EVENTS_AFTER`` answers them."""
 
 
 def _events(rows: Sequence[Sequence[str]]) -> list[Event]:
-    """Events from the ``EVENTS_AFTER`` script's rows (read by position; the details by :func:`loads_many`)."""
+    """Events from rows ``[id, *_ROW_FIELDS]`` (``''`` for a missing field), the ``EVENTS_AFTER`` script's
+    and the blocking read's alike; read by position, the details by :func:`loads_many`."""
     details = loads_many([row[8] or "{}" for row in rows])
     return [
-        Event(cursor=r[0], entity=r[1], id=r[2], from_state=r[3] or None, to_state=r[4] or None, time=float(r[5]),
-              pilot=r[6] or None, attempt=int(r[7]), detail=d)
+        Event(cursor=r[0], entity=r[1], id=r[2], from_state=r[3] or None, to_state=r[4] or None,
+              time=float(r[5] or 0), pilot=r[6] or None, attempt=int(r[7] or 0), detail=d)
         for r, d in zip(rows, details, strict=True)
     ]
 
@@ -581,7 +572,7 @@ class RedisCoordination(Coordination):
         if not reply:
             return []
         found = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return [_event(entry_id, fields) for entry_id, fields in found]
+        return _events([[entry_id, *(fields.get(name, "") for name in _ROW_FIELDS)] for entry_id, fields in found])
 
     def last_cursor(self) -> str | None:
         """Id of the newest stream entry."""

@@ -313,8 +313,8 @@ local rows = {}
 for i, entry in ipairs(entries) do
   local f, m = entry[2], {}
   for j = 1, #f, 2 do m[f[j]] = f[j + 1] end
-  rows[i] = {entry[1], m['entity'] or '', m['id'] or '', m['from'] or '', m['to'] or '', m['time'] or '0',
-             m['pilot'] or '', m['attempt'] or '0', m['detail'] or ''}
+  rows[i] = {entry[1], m['entity'] or '', m['id'] or '', m['from'] or '', m['to'] or '', m['time'] or '',
+             m['pilot'] or '', m['attempt'] or '', m['detail'] or ''}
 end
 return cjson.encode(rows)
 """
