@@ -51,18 +51,20 @@ def wait_until(
         interval = min(interval * 1.5, 0.25)
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
+def _accepts(family: socket.AddressFamily, address: str | tuple[str, int]) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
-        return s.connect_ex((host, port)) == 0
+        return s.connect_ex(address) == 0
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    return _accepts(socket.AF_INET, (host, port))
 
 
 def unix_socket_open(path: Path) -> bool:
     """Whether a server accepts connections on the unix socket ``path`` (the file exists from its ``bind``,
     before its ``listen``: a connection in between is refused)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex(str(path)) == 0
+    return _accepts(socket.AF_UNIX, str(path))
 
 
 def require_binary(name: str, package: str) -> str:
@@ -84,17 +86,13 @@ def _kill_pidfile(pidfile: Path, sig: int = signal.SIGTERM) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        wait_until(lambda: not process_alive(pid), 10, f"pid {pid} from {pidfile} to exit")
+    except AssertionError:  # it ignored the signal: it goes anyway
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 # --------------------------------------------------------------------------- Redis
