@@ -49,7 +49,7 @@ from transfer.errors import ChecksumMismatchError, TransferError, TransientError
 from transfer.factory import endpoint_for
 from transfer.manifest import FileEntry, StreamHasher, checked_entry, to_entries
 from transfer.objectstore import ObjectEndpoint, same_s3_endpoint
-from transfer.verified import VERIFIED, VerifiedStats
+from transfer.verified import VERIFIED, VerifiedStats, fs_clock_ns
 
 __all__ = ["DEFAULT_CHUNK", "Progress", "TransferReport", "Verify", "copy_files"]
 
@@ -244,13 +244,14 @@ class _Copier:
             if known is not None:
                 return self._check_digest(entry, algorithm, known)
         hasher = StreamHasher(algorithm)
+        since = fs_clock_ns()
         for chunk in self.src.iter_read(entry.path, entry.size, self.read_chunk):
             self._check_cancel()
             hasher.update(chunk)
         self._check_size(entry, hasher.size)
         digest = self._check_digest(entry, algorithm, hasher.hexdigest())
         if self.stat_cache is not None and _same_stamps(st, self.src.stat(entry.path)):
-            self.stat_cache.record(st, algorithm, digest)
+            self.stat_cache.record(st, algorithm, digest, since)
         return digest
 
     def _try_server_copy(self, entry: FileEntry, reported: list[int]) -> tuple[FileEntry, str] | None:
@@ -294,6 +295,7 @@ class _Copier:
         record_src = (self.stat_cache is not None and self.local_src and size_hint is not None
                       and size_hint >= RECORD_MIN)
         src_stat = self.src.stat(entry.path) if record_src else None  # type: ignore[attr-defined]
+        since = fs_clock_ns()
         writer: Writer = self.dst.writer(entry.path, size_hint)
         pending: Future[None] | None = None
         hasher = StreamHasher(algorithm)
@@ -335,7 +337,7 @@ class _Copier:
                 raise
         if self.stat_cache is not None:
             if src_stat is not None and _same_stamps(src_stat, self.src.stat(entry.path)):  # type: ignore[attr-defined]
-                self.stat_cache.record(src_stat, algorithm, digest)
+                self.stat_cache.record(src_stat, algorithm, digest, since)
             self._record_written(writer, algorithm, digest)
         return checked_entry(entry.path, hasher.size, digest, algorithm)
 
@@ -378,7 +380,7 @@ class _Copier:
     def _record_written(self, writer: Writer, algorithm: str, digest: str) -> None:
         """Remember the checksum of a local file this copy wrote (its stat as published)."""
         if self.stat_cache is not None and isinstance(writer, LocalWriter) and writer.published is not None:
-            self.stat_cache.record(writer.published, algorithm, digest)
+            self.stat_cache.record(writer.published, algorithm, digest, fs_clock_ns())
 
     def _check_read_back(self, entry: FileEntry, digest: str, algorithm: str, chunks: Iterable[Chunk]) -> None:
         hasher = StreamHasher(algorithm)

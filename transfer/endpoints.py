@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from transfer import paths
+from transfer.verified import settle_mtime
 
 __all__ = ["Endpoint", "FsspecEndpoint", "LocalEndpoint", "Writer", "is_plain_local"]
 
@@ -407,7 +408,13 @@ class LocalWriter(Writer):
         return gen()
 
     def publish(self) -> None:
-        """chmod a-w if read-only, then link the unnamed file in (or ``os.replace`` the part file)."""
+        """Stamp, chmod a-w if read-only, then link the unnamed file in (or ``os.replace`` the part file).
+
+        The stamp: atime and mtime one nanosecond before the file system's clock
+        (:func:`~transfer.verified.settle_mtime`), so any later write shows in the stat that
+        :attr:`published` records, even within the clock tick of this one.
+        """
+        settle_mtime(self.fd)
         if self.read_only:
             os.fchmod(self.fd, 0o444)
         if self.tmp is not None:

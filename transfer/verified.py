@@ -13,20 +13,76 @@ Links the engine makes itself change the inode's ``ctime`` (the link count) and,
 ``read_only``, its mode: :meth:`VerifiedStats.carry` moves the record to the new stamps when size
 and mtime show the content did not change in between.
 
+A file changed in the current tick of the file system's clock is not recorded ("racily clean", as
+git calls it). Where the kernel stamps files from a coarse clock (Linux before 6.13, and file systems
+without fine-grained stamps: NFS, Lustre and others keep whole seconds), a second write within the
+same tick leaves every stamp as it was, so stamps taken then cannot vouch for later bytes.
+:meth:`VerifiedStats.record` therefore takes the clock read before the bytes were read
+(:func:`fs_clock_ns`) and keeps the record only if the file's mtime is older than it (two seconds
+older for a whole-second mtime): every write after that point gives a new mtime. Files the engine
+writes itself are published with an mtime just before the clock (:func:`settle_mtime`), so they are
+recorded at once.
+
 What this does not catch: bytes changed below the filesystem (bit rot, a raw device write) --
-``pdata verify`` reads every byte for that. Records live in the process (a bounded LRU table,
+``pdata verify`` reads every byte for that -- and a write that also puts the old mtime back within
+the clock tick of the file's last metadata change. Records live in the process (a bounded LRU table,
 :data:`VERIFIED` by default), so a new process hashes each file once.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import time
 from collections import OrderedDict
 
-__all__ = ["VERIFIED", "VerifiedStats"]
+__all__ = ["VERIFIED", "VerifiedStats", "fs_clock_ns", "settle_mtime", "settled"]
 
 _Stamp = tuple[int, int, int]  # size, mtime_ns, ctime_ns
+
+
+_CLOCK_REALTIME_COARSE = 5
+"""Linux's clock id for the clock the kernel stamps file times from (``time`` does not name it)."""
+_LINUX = sys.platform.startswith("linux")
+_SECOND = 1_000_000_000
+_WHOLE_SECOND_MARGIN = 2 * _SECOND
+"""How much older than the clock a whole-second mtime must be (FAT keeps two-second stamps)."""
+
+
+def fs_clock_ns() -> int:
+    """The clock file stamps come from, in ns: the kernel's coarse real-time clock on Linux.
+
+    A file changed from now on gets an mtime of at least this value (the kernel never stamps a
+    file from an older tick than the one this reads; fine-grained stamps are later still).
+    """
+    if _LINUX:
+        return time.clock_gettime_ns(_CLOCK_REALTIME_COARSE)
+    return time.time_ns()
+
+
+def settled(st: os.stat_result, since_ns: int) -> bool:
+    """Whether every write to the file after ``since_ns`` (:func:`fs_clock_ns`) must change its mtime.
+
+    True when ``st``'s mtime is older than ``since_ns``; a whole-second mtime (file systems that keep
+    no fraction) must be :data:`_WHOLE_SECOND_MARGIN` older, since a write in the same second would
+    get the same stamp.
+    """
+    mtime = st.st_mtime_ns
+    if mtime % _SECOND == 0:
+        return mtime + _WHOLE_SECOND_MARGIN <= since_ns
+    return mtime < since_ns
+
+
+def settle_mtime(fd: int) -> None:
+    """Stamp the open file ``fd`` (atime and mtime) one nanosecond before :func:`fs_clock_ns`.
+
+    For a file just written: its own last write can have the stamp a later write in the same clock
+    tick would get, so its stat could not show that write. One nanosecond before the tick is as close
+    to the truth as a stamp can be while every later write still moves it.
+    """
+    stamp = fs_clock_ns() - 1
+    os.utime(fd, ns=(stamp, stamp))
 
 
 def _key(st: os.stat_result) -> tuple[int, int]:
@@ -66,10 +122,19 @@ class VerifiedStats:
                 self.hits += 1
             return digest
 
-    def record(self, st: os.stat_result, algorithm: str, digest: str) -> None:
-        """Remember that the file ``st`` describes (taken before it was read) hashes to ``digest``."""
+    def record(self, st: os.stat_result, algorithm: str, digest: str, since_ns: int) -> bool:
+        """Remember that the file ``st`` describes hashes to ``digest``; whether it was remembered.
+
+        ``st`` is the stat taken before the bytes were read, ``since_ns`` the :func:`fs_clock_ns` read
+        after it and before the first byte. A file whose mtime is not older than that (it may be
+        written again within the same clock tick without a trace in its stamps) is not recorded, and
+        any record it had is dropped: it is hashed again next time.
+        """
         with self._lock:
             key = _key(st)
+            if not settled(st, since_ns):
+                self._table.pop(key, None)
+                return False
             found = self._table.get(key)
             digests = found[1] if found is not None and found[0] == _stamp(st) else {}
             digests[algorithm] = digest
@@ -77,6 +142,7 @@ class VerifiedStats:
             self._table.move_to_end(key)
             while len(self._table) > self.limit:
                 self._table.popitem(last=False)
+            return True
 
     def carry(self, before: os.stat_result, after: os.stat_result) -> None:
         """Move a record to ``after``'s stamps after a metadata-only change made by the engine itself.

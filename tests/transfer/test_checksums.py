@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from typing import Any
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from tests.servers import wait_until
 from tests.transfer.conftest import KINDS, SiteFactory, populate
 from transfer import (
     ChecksumMismatchError,
@@ -34,6 +34,7 @@ from transfer import (
 )
 from transfer.digests import ALGORITHMS, new_hash
 from transfer.endpoints import LocalEndpoint, LocalWriter
+from transfer.verified import fs_clock_ns, settled
 
 FAST = ("xxh128", "blake3")
 
@@ -46,6 +47,20 @@ def _digest(data: bytes, algorithm: str) -> str:
 
 def _entries(files: dict[str, bytes], algorithm: str) -> list[FileEntry]:
     return [FileEntry(name, len(data), _digest(data, algorithm), algorithm) for name, data in sorted(files.items())]
+
+
+def _at_rest(site: Any, seconds: int = 3600) -> None:
+    """Stamp every file of ``site`` as last changed ``seconds`` ago: data at rest, not just written.
+
+    A file changed in the file system clock's current tick is not recorded (it could be written again
+    within the tick without a trace in its stamps); the tests of what records spare start from data
+    written earlier, as a shared database is.
+    """
+    assert site.local_dir is not None
+    then = time.time_ns() - seconds * 1_000_000_000
+    for path in site.local_dir.rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(then, then))
 
 
 @pytest.fixture
@@ -194,6 +209,7 @@ def test_unknown_or_missing_algorithms_are_refused_before_anything_is_written(
 def test_linking_a_verified_file_again_reads_no_bytes(site_factory: SiteFactory, reads: list[str]) -> None:
     src = site_factory("file", "src")
     populate(src, FILES)
+    _at_rest(src)
     entries = _entries(FILES, "xxh128")
     records = VerifiedStats()
     first = copy_files(src.fs, src.root, LocalFileSystem(), f"{src.root}/../a", entries, stat_cache=records)
@@ -213,6 +229,7 @@ def test_a_streamed_copy_is_recorded_so_linking_it_reads_nothing(site_factory: S
     """The copy that wrote (or read) a file knows its checksum: the replica it made links for free."""
     src, dst = site_factory("file", "src"), site_factory("file", "dst")
     populate(src, FILES)
+    _at_rest(src)
     entries = _entries(FILES, "blake3")
     records = VerifiedStats()
     copy_files(src.fs, src.root, dst.fs, dst.root, entries, link=False, stat_cache=records)
@@ -233,16 +250,8 @@ def _rewrite(p: Path) -> None:
 
 def _write_and_put_mtime_back(p: Path) -> None:
     st = p.stat()
-    # the kernel stamps ctime from a coarse clock (a tick of a few ms): a write within the tick of the file's
-    # last change leaves every stamp as it was, and no stat can tell (git calls such entries "racily clean").
-    # Here the write must be one the stamps can show: wait for the clock to pass the file's ctime first.
-    probe = p.with_name(p.name + ".tick")
-    def clock_moved_on() -> bool:
-        probe.write_bytes(b"")
-        return probe.stat().st_ctime_ns > st.st_ctime_ns
-    wait_until(clock_moved_on, 10, "the file system clock past the file's ctime")
-    probe.unlink()
-    p.write_bytes(b"\1" + p.read_bytes()[1:])
+    data = p.read_bytes()
+    p.write_bytes(bytes([data[0] ^ 1]) + data[1:])  # a byte that differs whatever the random data held
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
@@ -266,6 +275,7 @@ def test_a_replica_whose_stat_changed_is_hashed_again(change: str, site_factory:
                                                       reads: list[str]) -> None:
     src = site_factory("file", "src")
     populate(src, {"big.bin": FILES["big.bin"]})
+    _at_rest(src)
     entries = _entries({"big.bin": FILES["big.bin"]}, "xxh128")
     records = VerifiedStats()
     copy_files(src.fs, src.root, LocalFileSystem(), f"{src.root}/../a", entries, stat_cache=records)
@@ -288,12 +298,75 @@ def test_records_are_bounded_and_dropped_when_stale(tmp_path: Path) -> None:
         p = tmp_path / f"f{i}"
         p.write_bytes(b"x" * i)
         paths.append(p)
-        records.record(p.stat(), "sha256", "0" * 64)
+        assert records.record(p.stat(), "sha256", "0" * 64, p.stat().st_mtime_ns + 1)
     assert len(records) == 2 and records.lookup(paths[0].stat(), "sha256") is None  # the oldest went first
     assert records.lookup(paths[2].stat(), "sha256") == "0" * 64
     assert records.lookup(paths[2].stat(), "xxh128") is None  # per algorithm
     paths[2].write_bytes(b"yy")
     assert records.lookup(paths[2].stat(), "sha256") is None and len(records) == 1
+
+
+def test_stamps_are_recorded_only_once_the_clock_has_passed_them(tmp_path: Path) -> None:
+    """A write in the same clock tick as the stamps would leave them as they are: such stamps vouch for nothing."""
+    p = tmp_path / "f"
+    p.write_bytes(b"x")
+    st = p.stat()
+    records = VerifiedStats()
+    assert not records.record(st, "sha256", "0" * 64, st.st_mtime_ns)  # read in the tick of the last write
+    assert len(records) == 0
+    assert records.record(st, "sha256", "0" * 64, st.st_mtime_ns + 1)
+    assert not records.record(st, "xxh128", "1" * 32, st.st_mtime_ns)  # an unsettled read drops the record
+    assert records.lookup(st, "sha256") is None and len(records) == 0
+    whole = (int(time.time()) - 100) * 1_000_000_000  # a file system that keeps whole seconds
+    os.utime(p, ns=(whole, whole))
+    st = p.stat()
+    assert not records.record(st, "sha256", "0" * 64, whole + 1_999_999_999)  # same second, or FAT's two
+    assert records.record(st, "sha256", "0" * 64, whole + 2_000_000_000)
+    assert settled(st, fs_clock_ns()) and fs_clock_ns() <= time.time_ns()
+
+
+def test_a_file_stamped_after_the_clock_is_hashed_on_every_link(site_factory: SiteFactory,
+                                                                 reads: list[str]) -> None:
+    """Stamped at or after the clock (just written, or by a server clock ahead of ours): each link reads it."""
+    src = site_factory("file", "src")
+    populate(src, {"big.bin": FILES["big.bin"]})
+    assert src.local_dir is not None
+    path = src.local_dir / "big.bin"
+    when = fs_clock_ns() + 60 * 1_000_000_000
+    os.utime(path, ns=(when, when))
+    entries = _entries({"big.bin": FILES["big.bin"]}, "xxh128")
+    records = VerifiedStats()
+    for target in ("a", "b", "c"):
+        report = copy_files(src.fs, src.root, LocalFileSystem(), f"{src.root}/../{target}", entries,
+                            stat_cache=records)
+        assert report.methods == {"hardlink": 1} and report.entries == entries
+    assert reads == ["big.bin"] * 3 and records.hits == 0 and len(records) == 0
+    _at_rest(src)  # once the stamp is in the past, one more read is the last
+    for target in ("d", "e", "f"):
+        copy_files(src.fs, src.root, LocalFileSystem(), f"{src.root}/../{target}", entries, stat_cache=records)
+    assert reads == ["big.bin"] * 4 and records.hits == 2
+
+
+def test_a_written_file_is_published_with_an_mtime_before_the_clock_and_recorded(site_factory: SiteFactory,
+                                                                                 reads: list[str]) -> None:
+    """The engine's own writes are recorded at once: their mtime is set just before the clock's tick."""
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    populate(src, {"big.bin": FILES["big.bin"]})
+    entries = _entries({"big.bin": FILES["big.bin"]}, "xxh128")
+    before = time.time_ns()
+    records = VerifiedStats()
+    copy_files(src.fs, src.root, dst.fs, dst.root, entries, link=False, stat_cache=records)
+    assert dst.local_dir is not None
+    st = (dst.local_dir / "big.bin").stat()
+    assert before - 1_000_000_000 < st.st_mtime_ns < fs_clock_ns() and st.st_atime_ns == st.st_mtime_ns
+    reads.clear()
+    copy_files(dst.fs, dst.root, LocalFileSystem(), str(dst.local_dir.parent / "linked"), entries, stat_cache=records)
+    assert reads == [] and records.hits == 1
+    with open(dst.local_dir / "big.bin", "r+b") as f:  # a write right after it was published still shows
+        f.write(bytes([FILES["big.bin"][0] ^ 1]))
+    with pytest.raises(ChecksumMismatchError):
+        copy_files(dst.fs, dst.root, LocalFileSystem(), str(dst.local_dir.parent / "linked2"), entries,
+                   stat_cache=records)
 
 
 # ------------------------------------------------------------------ unnamed files (O_TMPFILE)
