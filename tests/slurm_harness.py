@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import free_port, log_tail, process_alive, require_binary, wait_until
+from tests.servers import free_port, log_tail, process_alive, require_binary, unix_socket_open, wait_until
 
 START_TIMEOUT = 30.0
 """Bound on the wait for the node to become idle (it usually takes 2-5 s)."""
@@ -162,7 +162,7 @@ def _start_munge(d: Path) -> Path:
         check=True,
         capture_output=True,
     )
-    wait_until(sock.exists, 10, f"munged socket {sock}")
+    wait_until(lambda: unix_socket_open(sock), 10, f"munged accepting on {sock}")
     return sock
 
 
