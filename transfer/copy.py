@@ -380,7 +380,7 @@ class _Copier:
     def _record_written(self, writer: Writer, algorithm: str, digest: str) -> None:
         """Remember the checksum of a local file this copy wrote (its stat as published)."""
         if self.stat_cache is not None and isinstance(writer, LocalWriter) and writer.published is not None:
-            self.stat_cache.record(writer.published, algorithm, digest, fs_clock_ns())
+            self.stat_cache.record(writer.published, algorithm, digest, writer.published_since)
 
     def _check_read_back(self, entry: FileEntry, digest: str, algorithm: str, chunks: Iterable[Chunk]) -> None:
         hasher = StreamHasher(algorithm)

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from transfer import paths
-from transfer.verified import settle_mtime
+from transfer.verified import fs_clock_ns, settle_mtime
 
 __all__ = ["Endpoint", "FsspecEndpoint", "LocalEndpoint", "Writer", "is_plain_local"]
 
@@ -354,6 +354,8 @@ class LocalWriter(Writer):
         """The part file's name, or None while the data is in an unnamed file."""
         self.published: os.stat_result | None = None
         """The file's stat once published (what :mod:`transfer.verified` records)."""
+        self.published_since = 0
+        """:func:`~transfer.verified.fs_clock_ns` just before the file got its name: its content was final then."""
         self.fd = -1
         self._open = False
         if anonymous and _O_TMPFILE and _PROC_FD:
@@ -415,6 +417,7 @@ class LocalWriter(Writer):
         :attr:`published` records, even within the clock tick of this one.
         """
         settle_mtime(self.fd)
+        self.published_since = fs_clock_ns()
         if self.read_only:
             os.fchmod(self.fd, 0o444)
         if self.tmp is not None:

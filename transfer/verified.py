@@ -21,7 +21,7 @@ same tick leaves every stamp as it was, so stamps taken then cannot vouch for la
 (:func:`fs_clock_ns`) and keeps the record only if the file's mtime is older than it (two seconds
 older for a whole-second mtime): every write after that point gives a new mtime. Files the engine
 writes itself are published with an mtime just before the clock (:func:`settle_mtime`), so they are
-recorded at once.
+recorded at once (where the file system lets the engine set times; elsewhere at their next read).
 
 What this does not catch: bytes changed below the filesystem (bit rot, a raw device write) --
 ``pdata verify`` reads every byte for that -- and a write that also puts the old mtime back within
@@ -74,15 +74,22 @@ def settled(st: os.stat_result, since_ns: int) -> bool:
     return mtime < since_ns
 
 
-def settle_mtime(fd: int) -> None:
+def settle_mtime(fd: int) -> bool:
     """Stamp the open file ``fd`` (atime and mtime) one nanosecond before :func:`fs_clock_ns`.
 
     For a file just written: its own last write can have the stamp a later write in the same clock
     tick would get, so its stat could not show that write. One nanosecond before the tick is as close
-    to the truth as a stamp can be while every later write still moves it.
+    to the truth as a stamp can be while every later write still moves it. Best effort: where the file
+    system refuses (an NFS export that squashes root owns the file as another user, some FUSE file
+    systems), the file keeps its stamps, is not recorded (:func:`settled`), and is hashed at its next
+    link; False then.
     """
     stamp = fs_clock_ns() - 1
-    os.utime(fd, ns=(stamp, stamp))
+    try:
+        os.utime(fd, ns=(stamp, stamp))
+    except OSError:
+        return False
+    return True
 
 
 def _key(st: os.stat_result) -> tuple[int, int]:

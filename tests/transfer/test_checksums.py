@@ -436,3 +436,31 @@ def test_a_source_written_while_it_is_linked_is_linked_again_and_hashed(site_fac
     assert report.retries == 1 and report.methods == {"hardlink": 1}
     assert report.entries == [FileEntry("f.bin", 22, _digest(b"first version and more", "xxh128"), "xxh128")]
     assert (dst.local_dir / "f.bin").read_bytes() == b"first version and more"
+
+
+def test_a_file_system_that_refuses_the_stamp_still_gets_the_copy(site_factory: SiteFactory, reads: list[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting times can be refused (root squashed on NFS): the copy stands, unrecorded, hashed at its next link."""
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    populate(src, {"big.bin": FILES["big.bin"]})
+    entries = _entries({"big.bin": FILES["big.bin"]}, "xxh128")
+    real_utime = os.utime
+
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(path, int):
+            raise PermissionError(1, "Operation not permitted")
+        real_utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", refuse)
+    records = VerifiedStats()
+    report = copy_files(src.fs, src.root, dst.fs, dst.root, entries, link=False, stat_cache=records)
+    assert report.entries == entries and report.methods == {"stream": 1}
+    assert dst.local_dir is not None and (dst.local_dir / "big.bin").read_bytes() == FILES["big.bin"]
+    monkeypatch.setattr(os, "utime", real_utime)
+    _at_rest(dst)  # once at rest, its first link reads it and records it; the next reads nothing
+    reads.clear()
+    for target in ("l1", "l2"):
+        copy_files(dst.fs, dst.root, LocalFileSystem(), str(dst.local_dir.parent / target), entries,
+                   stat_cache=records)
+    assert reads == ["big.bin"]
+
