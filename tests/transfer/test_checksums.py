@@ -298,7 +298,7 @@ def test_records_are_bounded_and_dropped_when_stale(tmp_path: Path) -> None:
         p = tmp_path / f"f{i}"
         p.write_bytes(b"x" * i)
         paths.append(p)
-        assert records.record(p.stat(), "sha256", "0" * 64, p.stat().st_mtime_ns + 1)
+        assert records.record(p.stat(), "sha256", "0" * 64, p.stat().st_mtime_ns + 2_000_000_000)  # long settled
     assert len(records) == 2 and records.lookup(paths[0].stat(), "sha256") is None  # the oldest went first
     assert records.lookup(paths[2].stat(), "sha256") == "0" * 64
     assert records.lookup(paths[2].stat(), "xxh128") is None  # per algorithm
@@ -310,6 +310,8 @@ def test_stamps_are_recorded_only_once_the_clock_has_passed_them(tmp_path: Path)
     """A write in the same clock tick as the stamps would leave them as they are: such stamps vouch for nothing."""
     p = tmp_path / "f"
     p.write_bytes(b"x")
+    stamp = time.time_ns() // 1_000_000_000 * 1_000_000_000 - 7_654_321  # a stamp with a fraction of a second
+    os.utime(p, ns=(stamp, stamp))
     st = p.stat()
     records = VerifiedStats()
     assert not records.record(st, "sha256", "0" * 64, st.st_mtime_ns)  # read in the tick of the last write
