@@ -84,6 +84,11 @@ class NodeSlots:
         with self._cond:
             return [n for n in self._order if n in self._cores]
 
+    def cores_on(self, node: str) -> int:
+        """Cores of ``node`` (0 for a lost or unknown node)."""
+        with self._cond:
+            return self._cores.get(node, 0)
+
     def free_on(self, node: str) -> int:
         """Free cores of ``node`` (0 for a lost or unknown node)."""
         with self._cond:

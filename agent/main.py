@@ -45,6 +45,8 @@ from types import FrameType
 from typing import Any
 
 from agent.allocation import PilotNodes, start_nodes
+from agent.binding import MODES as BINDING_MODES
+from agent.binding import CoreBinding
 from agent.config import AgentConfig, parse_args, url_has_password
 from agent.cores import NodeSlots, Placement
 from agent.environment import allowed
@@ -111,6 +113,8 @@ class Agent:
         self.slots = NodeSlots([Node("localhost", 1)])
         self.nodes: PilotNodes | None = None
         """The allocation's nodes and their executors (made in :meth:`register`)."""
+        self.binding = CoreBinding(1, "none")
+        """The CPUs of the agent's node's CUs (:mod:`agent.binding`; made in :meth:`register`)."""
         self.reaper = Reaper(start=False)  # the real one starts in run()
         self.stager: Stager = stager or _NO_STAGER
         self._stager_given = stager is not None
@@ -289,8 +293,15 @@ class Agent:
         except OSError as exc:
             where = str(self.workdir)
             raise RegistrationError(f"cannot create workdir {where!r}: {exc.strerror or exc}") from exc
+        binding = desc.get("cpu_binding") or "auto"
+        if binding not in BINDING_MODES:  # a record not written through PilotComputeDescription
+            raise RegistrationError(f"pilot {self.pilot!r}: cpu_binding must be one of "
+                                    f"{', '.join(BINDING_MODES)}, got {binding!r}")
         self.nodes = self._start_nodes(int(slots), desc.get("processes_per_node"))  # opening a cache cleans it
         self.slots = self.nodes.slots
+        here = self.slots.cores_on(self.nodes.local or "")  # 0: this node runs no CU (not in the allocation)
+        self.binding = CoreBinding(max(here, 1), binding if here else "none")
+        log.info("%s", self.binding.describe())
         if not self._stager_given:
             self.stager = DataStager(self.coord, self.pilot, self.nodes.caches, self.slots.nodes[0],
                                      input_wait=cfg.input_wait, stop=self._workers_interrupted,
@@ -306,6 +317,7 @@ class Agent:
                 "cached_dus": [],
                 "heartbeat_ttl": cfg.heartbeat_ttl,
                 "node_caches": {},
+                "cpu_binding": sorted(self.binding.cpus) if self.binding.active else None,
                 **self.nodes.describe(),
             },
         )

@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.binding import Bound, CoreBinding
 from agent.cores import NodeSlots, Placement
 from agent.environment import cu_environment, passed
 from agent.executors import NodeLost
@@ -116,6 +117,7 @@ class Host(Protocol):
     pilot: str
     workdir: Path
     slots: NodeSlots
+    binding: CoreBinding
     nodes: PilotNodes | None
     policies: Policies
     streak: FailureStreak
@@ -168,6 +170,8 @@ class CUWorker:
         self.task = task
         self.placement = placement
         """The node (MPI: the hosts) whose cores this CU holds."""
+        self.bound: Bound | None = None
+        """The CPUs this CU runs on when the agent's node binds its CUs (:mod:`agent.binding`)."""
         self.state: str = S.PENDING.value
         """The state this worker last wrote (the ``expected`` of its next transition)."""
         self._interrupt_kind = ""
@@ -279,6 +283,7 @@ class CUWorker:
             except Exception:
                 log.exception("CU %s: could not record the failure", self.task.id)
         finally:
+            self.host.binding.release(self.bound)
             self.host.slots.release(self.placement)
             self.host.worker_done(self)
             self._finished.set()
@@ -351,6 +356,10 @@ class CUWorker:
             # what a node process adds to its own allow-listed environment: everything but that
             extra = {} if executor.local else {k: v for k, v in env.items()
                                                if not passed(k) or self.host.environment.get(k) != v}
+            if executor.local:  # the process inherits this thread's CPUs (an MPI launcher binds its own)
+                if self.bound is None and not task.is_mpi:
+                    self.bound = self.host.binding.take(task.processes)
+                self.host.binding.apply(self.bound)
             launched = executor.spawn(task.id, argv, sandbox, env, extra, stdout, stderr)
         except CUFailed as failure:
             self._fail(failure)

@@ -47,6 +47,7 @@ import argparse
 import contextlib
 import importlib
 import io
+import itertools
 import json
 import os
 import resource
@@ -228,12 +229,13 @@ def finish(stack: Stack) -> None:
 
 
 def run_pilotdata(url: str, server_pid: int | None, n: int, mode: str, statedir: Path,
-                  sandboxes: Path) -> tuple[float, dict[str, float], int, int | None]:
+                  sandboxes: Path, cpu_binding: str = "auto") -> tuple[float, dict[str, float], int, int | None]:
     """Seconds for N CUs end to end, CPU seconds per component, the CU events stored in the history, and
     the agent's pid."""
     stack = open_stack(url, statedir)
     descs = [{"executable": "/bin/true", "shell": False} for _ in range(n)]
-    pilot_desc = {"service_url": "fork://localhost", "number_of_processes": 2, "working_directory": str(sandboxes)}
+    pilot_desc = {"service_url": "fork://localhost", "number_of_processes": 2, "working_directory": str(sandboxes),
+                  "cpu_binding": cpu_binding}
     try:
         if mode == "bulk":
             pilot = stack.pcs.create_pilot(pilot_desc)
@@ -432,6 +434,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=120.0,
                         help="seconds to wait, at most, for sandbox creation to be cheap again before the runs "
                              "(after a clean-up of many files near --workdir)")
+    parser.add_argument("--cpu-binding", default="auto",
+                        help="the pilot's cpu_binding (auto, cores, none); several, comma-separated, run "
+                        "pilot-data once with each in every round (auto binds here: 2 slots on 2 CPUs)")
     parser.add_argument("--phases", action="store_true",
                         help="time each phase of the agent's slot cycle (benchmarks/phases/sitecustomize.py)")
     default_workdir = Path("/var/tmp") if os.access("/var/tmp", os.W_OK) else Path(tempfile.gettempdir())
@@ -440,6 +445,9 @@ def main() -> int:
     args = parser.parse_args()
     n = args.n
     peers = set(args.peers.split(",")) | {"xargs"}
+    bindings = args.cpu_binding.split(",")
+    if bad := [b for b in bindings if b not in ("auto", "cores", "none")]:
+        parser.error(f"--cpu-binding: {bad[0]!r} is not auto, cores or none")
     rows: dict[str, Row] = {}
 
     def row(name: str, mode: str = "", note: str = "") -> Row:
@@ -486,11 +494,12 @@ def main() -> int:
                 seconds, cpu = run_xargs(n)
                 row("xargs -P2", note="exec limit: the reference").add(seconds, cpu)
                 for backend, (url, pid) in urls.items():
-                    for mode in args.modes.split(","):
-                        where = Path(pilots) / f"{backend}-{mode}-{rnd}"
-                        seconds, cpu, stored, agent = run_pilotdata(url, pid, n, mode,
-                                                                    tmpdir / f"{backend}-{mode}-{rnd}", where)
-                        r = row(f"pilot-data {backend} {mode}", mode)
+                    for mode, binding in itertools.product(args.modes.split(","), bindings):
+                        tag = f"{backend}-{mode}-{binding}-{rnd}"
+                        seconds, cpu, stored, agent = run_pilotdata(url, pid, n, mode, tmpdir / tag,
+                                                                    Path(pilots) / tag, binding)
+                        name = f"pilot-data {backend} {mode}" + (f" ({binding})" if len(bindings) > 1 else "")
+                        r = row(name, mode)
                         r.add(seconds, cpu)
                         if args.phases and agent is not None:
                             r.phases = read_phases(phase_dir / f"{agent}.json")

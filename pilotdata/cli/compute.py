@@ -62,6 +62,9 @@ def pilot_group() -> None:
 @click.option("--workdir", help="Working directory of the agent (sandboxes, cache) on the resource.")
 @click.option("--queue", help="Batch queue / partition.")
 @click.option("--project", help="Batch project / account.")
+@click.option("--cpu-binding", type=click.Choice(["auto", "cores", "none"]), default="auto", show_default=True,
+              help="Run each CU of the agent's node on its slots' CPUs: auto does when the slots cover the CPUs "
+                   "the agent may use.")
 @click.option("--launcher-option", "launcher_options", multiple=True, type=KEY_VALUE,
               help="Launcher option KEY=VALUE, e.g. known_hosts=~/.ssh/known_hosts (repeatable).")
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
@@ -78,7 +81,7 @@ def pilot_group() -> None:
 @json_option
 @pass_cli
 def pilot_start(cli: CliContext, url: str, cores: int, walltime: float | None, labels: tuple[tuple[str, str], ...],
-                workdir: str | None, queue: str | None, project: str | None,
+                workdir: str | None, queue: str | None, project: str | None, cpu_binding: str,
                 launcher_options: tuple[tuple[str, str], ...], max_retries: int, max_reassign: int,
                 max_consecutive_failures: int, heartbeat_ttl: float, wait_running: bool, timeout: float) -> None:
     """Start a pilot on the resource at URL; print its id."""
@@ -89,7 +92,8 @@ def pilot_start(cli: CliContext, url: str, cores: int, walltime: float | None, l
     options = {k: json_or_text(v) for k, v in to_dict(launcher_options, "--launcher-option").items()}
     desc: dict[str, Any] = {"service_url": url, "number_of_processes": cores, "walltime": walltime,
                             "labels": to_dict(labels, "--label"), "working_directory": workdir,
-                            "queue": queue, "project": project}
+                            "queue": queue, "project": project,
+                            "cpu_binding": None if cpu_binding == "auto" else cpu_binding}
     PilotComputeDescription.coerce(desc)  # a bad value is named before anything is recorded
     try:
         launcher_for(url, **options).close()
@@ -153,6 +157,7 @@ def pilot_show(cli: CliContext, pilot: str) -> None:
         launcher = details.get("launcher") or {}
         fields([("id", details["id"]), ("state", details["state"]), ("reason", details.get("reason")),
                 ("resource", desc.get("service_url")), ("slots", details.get("slots")),
+                ("cpus", ",".join(map(str, details["cpu_binding"])) if details.get("cpu_binding") else None),
                 ("walltime", f"{desc['walltime']} min" if desc.get("walltime") else None),
                 ("labels", labels_text(details.get("labels"))), ("job", launcher.get("job_id")),
                 ("claimed", ", ".join(details.get("claimed") or []) or None), ("queued", details.get("queued")),

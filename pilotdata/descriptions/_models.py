@@ -276,7 +276,9 @@ class PilotComputeDescription(Description):
     effect: the agent runs every CU on a thread of its own, up to its slots. ``spmd_variation`` (BigJob
     passed it to the batch system) is ``single`` or ``mpi`` and has no effect on the pilot: each CU says
     how it is launched. ``output`` / ``error``: the agent's stdout / stderr files (relative to the working
-    directory). BigJob's ``allocation`` is ``project``, ``wall_time_limit`` is ``walltime``,
+    directory). ``cpu_binding`` (``auto``, ``cores`` or ``none``): whether the CUs of the agent's node run
+    on their slots' CPUs (:mod:`agent.binding`); ``auto``, the default, binds when the slots there cover
+    the CPUs the agent may use. BigJob's ``allocation`` is ``project``, ``wall_time_limit`` is ``walltime``,
     ``processes_per_host`` is ``processes_per_node``, ``total_core_count`` is ``number_of_processes``.
     """
 
@@ -306,6 +308,7 @@ class PilotComputeDescription(Description):
     spmd_variation: str | None = _spec(c.choice("single", "mpi"), None)
     output: str | None = _spec(c.text, None)
     error: str | None = _spec(c.text, None)
+    cpu_binding: str | None = _spec(c.choice("auto", "cores", "none"), None)
 
     def _check(self) -> None:
         _check_ppn(self)

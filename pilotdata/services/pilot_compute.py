@@ -129,7 +129,8 @@ class PilotCompute(EntityHandle):
         """CUs submitted through this handle (they count for :meth:`wait` even if moved elsewhere)."""
 
     def get_details(self) -> dict[str, Any]:
-        """State, description, slots, labels, cached DataUnits, launcher job and timestamps."""
+        """State, description, slots (and the CPUs they are bound to, if they are), labels, cached
+        DataUnits, launcher job and timestamps."""
         rec = self._record()
         return {
             "id": rec.id,
@@ -137,6 +138,7 @@ class PilotCompute(EntityHandle):
             "description": rec.data.get("description"),
             "labels": rec.data.get("labels", {}),
             "slots": rec.data.get("slots"),
+            "cpu_binding": rec.data.get("cpu_binding"),
             "cached_dus": rec.data.get("cached_dus", []),
             "launcher": rec.data.get("launcher"),
             "host": rec.data.get("host"),

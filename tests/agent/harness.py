@@ -30,6 +30,7 @@ class AgentProcess:
         *extra: str,
         env: Mapping[str, str] | None = None,
         url_in_env: bool = True,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.pilot = pilot
         self.workdir = workdir
@@ -38,7 +39,7 @@ class AgentProcess:
         full_env.pop("PDATA_URL", None)
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
         full_env.update(env or {})
-        argv = [sys.executable, "-m", "agent", "--pilot", pilot, "--namespace", namespace]
+        argv = [*prefix, sys.executable, "-m", "agent", "--pilot", pilot, "--namespace", namespace]
         argv += ["--workdir", str(workdir)]
         if url_in_env:
             full_env["PDATA_URL"] = url

@@ -34,6 +34,13 @@ def test_pilot_start_ls_show_stop(pdata: Pdata, pilot: str) -> None:
     shown = pdata.json("pilot", "show", pilot)
     assert shown["state"] == "Running" and shown["slots"] == 2 and shown["launcher"]["scheme"] == "fork"
     assert "resource: fork://localhost" in pdata("pilot", "show", pilot).stdout
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) <= 2:  # the pilot's 2 slots cover the CPUs: its CUs are bound (cpu_binding auto)
+        assert shown["cpu_binding"] == cpus
+        lines = [line.split() for line in pdata("pilot", "show", pilot).stdout.splitlines()]
+        assert ["cpus:", ",".join(map(str, cpus))] in lines
+    else:
+        assert shown["cpu_binding"] is None
 
     assert pdata("pilot", "stop", pilot).stderr == f"stopped {pilot}\n"
     assert pdata.json("pilot", "ls") == []
@@ -54,6 +61,7 @@ def test_pilot_start_bad_input_records_nothing(pdata: Pdata, tmp_path: Path) -> 
         ("pilot", "start", "fork://localhost", "--label", "dc"): "'dc' is not KEY=VALUE",
         ("pilot", "start", "fork://localhost", "--launcher-option", "colour=blue"): "colour",
         ("pilot", "start", "fork://localhost", "--walltime", "-1"): "--walltime",
+        ("pilot", "start", "fork://localhost", "--cpu-binding", "sockets"): "--cpu-binding",
         ("pilot", "show", "pilot-nope"): "pilot 'pilot-nope' does not exist",
         ("pilot", "stop", "pilot-nope"): "pilot 'pilot-nope' does not exist",
         ("pilot", "stop",): "name the pilots to stop, or pass --all",
