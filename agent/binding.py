@@ -82,17 +82,23 @@ class CoreBinding:
                 f"({cpus}); the pilot does not own them all")
 
     def take(self, processes: int) -> Bound | None:
-        """Slots and CPUs for a CU of ``processes``; ``None`` when CUs are not bound (or, which the
-        agent's core accounting rules out, when fewer slots are free)."""
+        """Slots and CPUs for a CU of ``processes``: the slots of the calling thread's last CU when they are
+        free (its thread then stays where it is), else the lowest free ones; ``None`` when CUs are not
+        bound (or, which the agent's core accounting rules out, when fewer slots are free)."""
         if not self.active:
             return None
+        last: tuple[int, ...] = getattr(self._thread, "slots", ())
         with self._lock:
             if processes > len(self._free):
                 log.warning("cpu binding: %d slots wanted, %d free; the CU runs unbound",
                             processes, len(self._free))
                 return None
-            slots = tuple(self._free[:processes])
-            del self._free[:processes]
+            if len(last) == processes and all(i in self._free for i in last):
+                slots = last  # the calling thread's last CU's: no move for the thread, warm caches
+            else:
+                slots = tuple(self._free[:processes])
+            for i in slots:
+                self._free.remove(i)
         return Bound(slots, frozenset(self.cpus[i % len(self.cpus)] for i in slots))
 
     def release(self, bound: Bound | None) -> None:
@@ -108,6 +114,7 @@ class CoreBinding:
         to all of the agent's when ``bound`` is ``None`` and an earlier CU had bound this thread."""
         want = bound.cpus if bound is not None else None
         have: frozenset[int] | None = getattr(self._thread, "cpus", None)
+        self._thread.slots = bound.slots if bound is not None else ()
         if want == have:
             return
         try:
@@ -123,6 +130,7 @@ class CoreBinding:
                 except OSError:
                     pass
             want = None
+            self._thread.slots = ()
         self._thread.cpus = want
 
 

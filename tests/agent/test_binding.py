@@ -8,6 +8,7 @@ import os
 import subprocess
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,31 @@ def test_slots_map_to_cpus_round_robin_and_come_back_lowest_first() -> None:
     assert binding.take(1) == Bound((0,), frozenset({2}))
     assert binding.take(1) == Bound((1,), frozenset({5}))
     binding.release(None)  # an unbound CU gives nothing back
+
+
+@pytest.mark.skipif(len(CPUS) < 2, reason="needs two CPUs")
+def test_a_thread_gets_its_last_slots_back_when_they_are_free() -> None:
+    """Two slot threads whose CUs end in either order keep their CPUs (no move, no second mask change)."""
+    binding = CoreBinding(2, "cores", CPUS[:2])
+    with ThreadPoolExecutor(1) as a, ThreadPoolExecutor(1) as b:
+
+        def cycle(pool: ThreadPoolExecutor) -> Bound:
+            def step() -> Bound:
+                bound = binding.take(1)
+                assert bound is not None
+                binding.apply(bound)
+                return bound
+            return pool.submit(step).result(30)
+
+        first_a, first_b = cycle(a), cycle(b)
+        assert (first_a.slots, first_b.slots) == ((0,), (1,))
+        binding.release(first_a)
+        binding.release(first_b)  # both free now: b's lowest free slot would be a's
+        again_b, again_a = cycle(b), cycle(a)
+        assert (again_a, again_b) == (first_a, first_b)
+        assert b.submit(os.sched_getaffinity, 0).result(30) == {CPUS[1]}
+        for pool in (a, b):  # leave the pool threads as they were
+            pool.submit(binding.apply, None).result(30)
 
 
 def test_concurrent_takes_never_share_a_slot() -> None:
