@@ -16,8 +16,11 @@ default thread count and ``os.sched_getaffinity`` all see k. The agent's thread 
 that mask on itself right before the spawn and the process inherits it (no code runs in the child and
 the agent's ``vfork`` spawn is kept). So the child starts on the thread's CPU instead of being placed on
 another one and woken there, which on a short CU is a good share of its start-up (measured in
-docs/benchmarks.md). MPI CUs are not bound here: their launcher binds its ranks itself. CUs on the
-allocation's other nodes are started by those nodes' processes and are not bound either.
+docs/benchmarks.md). The thread keeps those CPUs after the exit until it has other work to do: before
+staging, and before starting a CU that is not bound, it gets every CPU back, so the transfer threads it
+starts and an MPI launcher are never confined. MPI CUs are not bound here: their launcher binds its ranks
+itself. CUs on the allocation's other nodes are started by those nodes' processes and are not bound
+either.
 
 Binding is an optimisation and a resource promise, never a reason to fail a CU: a mask the kernel
 refuses (a CPU taken away from the job) is logged once and the CU runs unbound.
@@ -109,29 +112,49 @@ class CoreBinding:
             self._free.extend(bound.slots)
             self._free.sort()
 
-    def apply(self, bound: Bound | None) -> None:
-        """Set the calling thread's CPUs to ``bound``'s (the process it starts next inherits them), or back
-        to all of the agent's when ``bound`` is ``None`` and an earlier CU had bound this thread."""
-        want = bound.cpus if bound is not None else None
-        have: frozenset[int] | None = getattr(self._thread, "cpus", None)
-        self._thread.slots = bound.slots if bound is not None else ()
-        if want == have:
+    def bind(self, bound: Bound | None) -> None:
+        """Set the calling thread's CPUs to ``bound``'s, for the process it starts next to inherit; with
+        ``None`` (an unbound CU) nothing changes. :meth:`unbind` undoes it. A thread that has these
+        CPUs already (its last CU's slots) is left as it is: no system call."""
+        if bound is None:
+            return
+        self._thread.slots = bound.slots
+        if getattr(self._thread, "cpus", _UNKNOWN) == bound.cpus:
             return
         try:
-            os.sched_setaffinity(0, want if want is not None else self.cpus)
+            os.sched_setaffinity(0, bound.cpus)
         except OSError as exc:
             if not self._refused:
                 self._refused = True
                 log.warning("cpu binding: the kernel refused CPUs %s (%s); CUs may run unbound",
-                            _ranges(sorted(want or self.cpus)), exc.strerror or exc)
-            if want is not None and have is not None:  # not left on an earlier CU's CPUs
-                try:
-                    os.sched_setaffinity(0, self.cpus)
-                except OSError:
-                    pass
-            want = None
+                            _ranges(bound.cpus), exc.strerror or exc)
             self._thread.slots = ()
-        self._thread.cpus = want
+            self.unbind()  # not left on an earlier CU's CPUs
+            return
+        self._thread.cpus = bound.cpus
+
+    def unbind(self) -> None:
+        """Give the calling thread all of the agent's CPUs again, unless it is known to have them.
+
+        A slot thread keeps its CU's CPUs after the process ends (its next CU usually gets the same slots,
+        and a thread that stays put starts the next child where it runs), until it has other work: the
+        worker calls this before staging and before starting a CU that is not bound, so a transfer's
+        threads (which inherit the mask of the thread that starts them) and an MPI launcher get every
+        CPU. A thread started by a bound thread inherits its mask unknown to this object, so a thread
+        not seen here before is reset too.
+        """
+        if not self.active or getattr(self._thread, "cpus", _UNKNOWN) is None:
+            return
+        self._thread.cpus = None
+        try:
+            os.sched_setaffinity(0, self.cpus)
+        except OSError as exc:
+            log.warning("cpu binding: could not give a thread CPUs %s back (%s)", _ranges(self.cpus),
+                        exc.strerror or exc)
+
+
+_UNKNOWN = frozenset({-1})
+"""A thread's CPUs before this module has set them (no real mask equals it)."""
 
 
 def _ranges(cpus: Collection[int]) -> str:

@@ -316,6 +316,7 @@ class CUWorker:
             return
         if staged:  # no inputs: straight from Pending to Running (one round trip less per CU)
             self._move(S.STAGING_INPUT, {"host": host}, {"sandbox": str(sandbox)})
+            self.host.binding.unbind()  # a transfer's threads get every CPU, not an earlier CU's
             try:
                 self.host.stager.stage_in(task, sandbox, self.placement)
             except CUFailed as failure:
@@ -356,10 +357,11 @@ class CUWorker:
             # what a node process adds to its own allow-listed environment: everything but that
             extra = {} if executor.local else {k: v for k, v in env.items()
                                                if not passed(k) or self.host.environment.get(k) != v}
-            if executor.local:  # the process inherits this thread's CPUs (an MPI launcher binds its own)
-                if self.bound is None and not task.is_mpi:
-                    self.bound = self.host.binding.take(task.processes)
-                self.host.binding.apply(self.bound)
+            if executor.local and not task.is_mpi:  # it inherits this thread's CPUs (MPI launchers bind)
+                self.bound = self.bound or self.host.binding.take(task.processes)
+            if self.bound is None:
+                self.host.binding.unbind()  # not left on an earlier CU's CPUs
+            self.host.binding.bind(self.bound)
             launched = executor.spawn(task.id, argv, sandbox, env, extra, stdout, stderr)
         except CUFailed as failure:
             self._fail(failure)
@@ -380,6 +382,7 @@ class CUWorker:
             return
         if task.description.output_data:  # no outputs: straight from Running to Done
             self._move(S.STAGING_OUTPUT, {"exit_code": 0})
+            self.host.binding.unbind()
             try:
                 self.host.stager.stage_out(task, sandbox)
             except StagingError as exc:

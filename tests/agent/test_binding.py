@@ -96,7 +96,7 @@ def test_a_thread_gets_its_last_slots_back_when_they_are_free() -> None:
             def step() -> Bound:
                 bound = binding.take(1)
                 assert bound is not None
-                binding.apply(bound)
+                binding.bind(bound)  # and stays bound after its process ends, as a slot thread does
                 return bound
             return pool.submit(step).result(30)
 
@@ -106,9 +106,6 @@ def test_a_thread_gets_its_last_slots_back_when_they_are_free() -> None:
         binding.release(first_b)  # both free now: b's lowest free slot would be a's
         again_b, again_a = cycle(b), cycle(a)
         assert (again_a, again_b) == (first_a, first_b)
-        assert b.submit(os.sched_getaffinity, 0).result(30) == {CPUS[1]}
-        for pool in (a, b):  # leave the pool threads as they were
-            pool.submit(binding.apply, None).result(30)
 
 
 def test_concurrent_takes_never_share_a_slot() -> None:
@@ -138,23 +135,56 @@ def test_ranges_are_printed_as_the_kernel_prints_them() -> None:
 
 
 # ----------------------------------------------------------------------------- the masks themselves
-def test_apply_binds_the_calling_thread_and_a_process_it_starts_inherits_it() -> None:
+def test_bind_confines_the_calling_thread_and_the_process_it_starts_until_unbind() -> None:
     binding = CoreBinding(len(CPUS), "cores", CPUS)
     bound = binding.take(1)
     assert bound is not None
 
-    def start() -> tuple[set[int], set[int], set[int]]:
-        binding.apply(bound)
+    def start() -> tuple[set[int], set[int], set[int], set[int]]:
+        binding.bind(bound)
         mine = os.sched_getaffinity(0)
         child = subprocess.run(["grep", "Cpus_allowed_list", "/proc/self/status"], capture_output=True,
                                text=True, check=True).stdout.split(":")[1]
-        binding.apply(None)  # the next CU on this thread is unbound: all CPUs again
-        return mine, _mask_of(child), os.sched_getaffinity(0)
+        binding.unbind()  # the CU's process has ended: staging and its threads get every CPU
+        helper = _in_thread(lambda: os.sched_getaffinity(0))  # a thread started now inherits that
+        return mine, _mask_of(child), os.sched_getaffinity(0), helper
 
-    mine, child, after = _in_thread(start)
+    mine, child, after, helper = _in_thread(start)
     assert mine == child == set(bound.cpus) == {CPUS[0]}
-    assert after == set(CPUS)
+    assert after == helper == set(CPUS)
     assert os.sched_getaffinity(0) == set(CPUS)  # other threads were never touched
+
+
+def test_a_thread_started_by_a_bound_thread_is_reset_at_its_first_unbind() -> None:
+    """A pool thread started by a bound slot thread inherits its mask, unknown to the binding: its first
+    unbind (before staging, or a CU that is not bound) must still give it every CPU."""
+    binding = CoreBinding(len(CPUS), "cores", CPUS)
+
+    def parent() -> tuple[set[int], set[int]]:
+        binding.bind(binding.take(1))
+
+        def child() -> tuple[set[int], set[int]]:
+            inherited = os.sched_getaffinity(0)
+            binding.unbind()
+            return inherited, os.sched_getaffinity(0)
+
+        masks: tuple[set[int], set[int]] = _in_thread(child)
+        return masks
+
+    inherited, after = _in_thread(parent)
+    assert inherited == {CPUS[0]}
+    assert after == set(CPUS)
+
+
+def test_an_unbound_cu_changes_nothing() -> None:
+    binding = CoreBinding(1, "auto", (0, 1))  # not active: take gives None
+
+    def run() -> set[int]:
+        binding.bind(binding.take(1))
+        binding.unbind()
+        return os.sched_getaffinity(0)
+
+    assert _in_thread(run) == set(CPUS)
 
 
 def test_a_refused_mask_is_logged_once_and_leaves_the_thread_unbound(caplog: pytest.LogCaptureFixture) -> None:
@@ -162,10 +192,12 @@ def test_a_refused_mask_is_logged_once_and_leaves_the_thread_unbound(caplog: pyt
     gone = Bound((0,), frozenset({max(CPUS) + 4096}))  # a CPU the job does not have (any more)
 
     def twice() -> set[int]:
-        binding.apply(binding.take(1))
-        binding.apply(gone)
-        binding.apply(gone)
-        return os.sched_getaffinity(0)
+        binding.bind(gone)
+        during = os.sched_getaffinity(0)
+        binding.unbind()
+        binding.bind(gone)
+        binding.unbind()
+        return during
 
     with caplog.at_level(logging.WARNING, logger="agent.binding"):
         assert _in_thread(twice) == set(CPUS)
