@@ -34,10 +34,19 @@ import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from pilotdata.descriptions import PilotComputeDescription
+
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "cores", "none")
+MODES = PilotComputeDescription.CPU_BINDINGS
 """The values of a pilot description's ``cpu_binding``."""
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`MODES`, else :class:`ValueError` naming the field and the value."""
+    if mode not in MODES:
+        raise ValueError(f"cpu_binding must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,7 @@ class CoreBinding:
     """Which CPUs the CUs of the agent's node run on (see the module docstring). Thread-safe."""
 
     def __init__(self, slots: int, mode: str = "auto", cpus: Collection[int] | None = None) -> None:
-        if mode not in MODES:
-            raise ValueError(f"cpu_binding must be one of {', '.join(MODES)}, got {mode!r}")
+        check_mode(mode)
         if slots < 1:
             raise ValueError(f"a node needs at least one slot, got {slots}")
         self.mode = mode

@@ -45,8 +45,7 @@ from types import FrameType
 from typing import Any
 
 from agent.allocation import PilotNodes, start_nodes
-from agent.binding import MODES as BINDING_MODES
-from agent.binding import CoreBinding
+from agent.binding import CoreBinding, check_mode
 from agent.config import AgentConfig, parse_args, url_has_password
 from agent.cores import NodeSlots, Placement
 from agent.environment import allowed
@@ -293,10 +292,10 @@ class Agent:
         except OSError as exc:
             where = str(self.workdir)
             raise RegistrationError(f"cannot create workdir {where!r}: {exc.strerror or exc}") from exc
-        binding = desc.get("cpu_binding") or "auto"
-        if binding not in BINDING_MODES:  # a record not written through PilotComputeDescription
-            raise RegistrationError(f"pilot {self.pilot!r}: cpu_binding must be one of "
-                                    f"{', '.join(BINDING_MODES)}, got {binding!r}")
+        try:  # a record not written through PilotComputeDescription may hold anything
+            binding = check_mode(desc.get("cpu_binding") or "auto")
+        except ValueError as exc:
+            raise RegistrationError(f"pilot {self.pilot!r}: {exc}") from exc
         self.nodes = self._start_nodes(int(slots), desc.get("processes_per_node"))  # opening a cache cleans it
         self.slots = self.nodes.slots
         here = self.slots.cores_on(self.nodes.local or "")  # 0: this node runs no CU (not in the allocation)

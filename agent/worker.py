@@ -361,7 +361,8 @@ class CUWorker:
                 self.bound = self.bound or self.host.binding.take(task.processes)
             if self.bound is None:
                 self.host.binding.unbind()  # not left on an earlier CU's CPUs
-            self.host.binding.bind(self.bound)
+            else:
+                self.host.binding.bind(self.bound)
             launched = executor.spawn(task.id, argv, sandbox, env, extra, stdout, stderr)
         except CUFailed as failure:
             self._fail(failure)

@@ -66,6 +66,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pilotdata import ComputeDataService, PilotComputeService
+from pilotdata.descriptions import PilotComputeDescription
 from pilotdata.history import History, HistoryWriter
 from pilotdata.services import FailurePolicy
 from pilotdata.session import Session
@@ -446,8 +447,9 @@ def main() -> int:
     n = args.n
     peers = set(args.peers.split(",")) | {"xargs"}
     bindings = args.cpu_binding.split(",")
-    if bad := [b for b in bindings if b not in ("auto", "cores", "none")]:
-        parser.error(f"--cpu-binding: {bad[0]!r} is not auto, cores or none")
+    modes = PilotComputeDescription.CPU_BINDINGS
+    if bad := [b for b in bindings if b not in modes]:
+        parser.error(f"--cpu-binding: {bad[0]!r} is not {', '.join(modes)}")
     rows: dict[str, Row] = {}
 
     def row(name: str, mode: str = "", note: str = "") -> Row:

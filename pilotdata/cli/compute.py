@@ -34,6 +34,7 @@ from pilotdata.cli.options import (
 )
 from pilotdata.cli.output import count_progress, emit, fields, human_age, human_time, labels_text, table, warn
 from pilotdata.cli.status import refresh_pilots
+from pilotdata.descriptions import PilotComputeDescription
 from pilotdata.errors import NotFoundError, PilotDataError
 from pilotdata.inspect import CUFilter
 from pilotdata.records import cu_description
@@ -62,7 +63,8 @@ def pilot_group() -> None:
 @click.option("--workdir", help="Working directory of the agent (sandboxes, cache) on the resource.")
 @click.option("--queue", help="Batch queue / partition.")
 @click.option("--project", help="Batch project / account.")
-@click.option("--cpu-binding", type=click.Choice(["auto", "cores", "none"]), default="auto", show_default=True,
+@click.option("--cpu-binding", type=click.Choice(PilotComputeDescription.CPU_BINDINGS), default="auto",
+              show_default=True,
               help="Run each CU of the agent's node on its slots' CPUs: auto does when the slots cover the CPUs "
                    "the agent may use.")
 @click.option("--launcher-option", "launcher_options", multiple=True, type=KEY_VALUE,
@@ -85,7 +87,6 @@ def pilot_start(cli: CliContext, url: str, cores: int, walltime: float | None, l
                 launcher_options: tuple[tuple[str, str], ...], max_retries: int, max_reassign: int,
                 max_consecutive_failures: int, heartbeat_ttl: float, wait_running: bool, timeout: float) -> None:
     """Start a pilot on the resource at URL; print its id."""
-    from pilotdata.descriptions import PilotComputeDescription
     from pilotdata.launchers import launcher_for
     from pilotdata.services import FailurePolicy, PilotComputeService
 

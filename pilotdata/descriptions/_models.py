@@ -13,6 +13,7 @@ from pilotdata.errors import DescriptionError, did_you_mean
 D = TypeVar("D", bound="Description")
 
 _COMMON = ("name", "labels", "affinity_datacenter_label", "affinity_machine_label")
+_CPU_BINDINGS = ("auto", "cores", "none")
 _RESERVED_LABELS = {"datacenter": "affinity_datacenter_label", "machine": "affinity_machine_label"}
 
 
@@ -288,6 +289,8 @@ class PilotComputeDescription(Description):
         "wall_time_limit": Rename("walltime", why="wall_time_limit is SAGA's name for walltime, in minutes"),
         "processes_per_host": Rename("processes_per_node"),
     }
+    CPU_BINDINGS: ClassVar[tuple[str, ...]] = _CPU_BINDINGS
+    """The values of ``cpu_binding`` (what each does: :mod:`agent.binding`)."""
     _unsupported: ClassVar[Mapping[str, str]] = {
         **{key: _CLOUD for key in ("vm_id", "vm_ssh_username", "vm_ssh_keyname", "vm_ssh_keyfile", "vm_type",
                                    "vm_location", "region", "access_key_id", "secret_access_key")},
@@ -308,7 +311,7 @@ class PilotComputeDescription(Description):
     spmd_variation: str | None = _spec(c.choice("single", "mpi"), None)
     output: str | None = _spec(c.text, None)
     error: str | None = _spec(c.text, None)
-    cpu_binding: str | None = _spec(c.choice("auto", "cores", "none"), None)
+    cpu_binding: str | None = _spec(c.choice(*_CPU_BINDINGS), None)
 
     def _check(self) -> None:
         _check_ppn(self)
