@@ -35,7 +35,10 @@ slows the next creates on ext4 for minutes, so those deletions wait until a meas
 a big file is deleted before the next run, so that the runs do not fill the page cache) after an
 ``os.sync()``. Figures are medians, with the spread of the rounds; ``cpu`` is the CPU time of the
 process doing the copy (engine: this process, every thread; cp: the child; boto3: this process), a
-steadier figure than wall time on a machine whose other users come and go.
+steadier figure than wall time on a machine whose other users come and go. With ``--fresh-fs`` (root),
+every local run writes into a new ext4 of its own instead, made in an image file under ``--workdir`` and
+loop-mounted (``benchmarks/_freshfs.py``), so that no run meets the deletions of another, or of anybody
+else on the machine.
 
 Targets (issue 14): local 1 GiB >= 0.8x cp with an xxh128 manifest (and the agent's fetch of a 1 GiB
 DataUnit recorded with the DataUnit layer's default, blake3); 10,000 small files >= 0.5x
@@ -44,6 +47,7 @@ cp -r; a relink of a verified DataUnit reads no byte; S3 upload of 1 GiB >= 0.9x
 
     python benchmarks/staging.py [--big-size 1G] [--small-count 10000] [--routes local,link,fetch,sftp,s3]
     python benchmarks/staging.py --routes local --repeat 9          # more rounds on a busy machine
+    python benchmarks/staging.py --routes local --fresh-fs          # each local run on a new ext4
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fsspec.implementations.local import LocalFileSystem
 
+from benchmarks._freshfs import FreshExt4, FreshFsError
 from tests import servers
 from transfer import FileEntry, VerifiedStats, copy_files
 from transfer.digests import available, new_hash
@@ -209,6 +214,22 @@ class Destinations:
 
     def clear(self) -> None:
         shutil.rmtree(self.parent, ignore_errors=True)
+
+
+class FreshDestinations(Destinations):
+    """The root of a new file system for each run (``--fresh-fs``); the previous one is released first."""
+
+    def __init__(self, fresh: FreshExt4) -> None:
+        super().__init__(fresh.under)
+        self.fresh = fresh
+
+    def __call__(self) -> Path:
+        self.fresh.close()
+        self.n += 1
+        return self.fresh.make()
+
+    def clear(self) -> None:
+        self.fresh.close()
 
 
 def interleaved(repeat: int, budget: float, plain: tuple[Callable[[Path], Any], Clock] | None,
@@ -461,7 +482,8 @@ def run(args: argparse.Namespace) -> list[Result]:
     routes = set(args.routes.split(","))
     kw = {"workers": args.workers}
     try:
-        print(f"making data in {src} ({fs_type(src)}); copies go to {work} ({fs_type(work)}) ...", flush=True)
+        where = f"{work} ({fs_type(work)})" + ("; local copies each to a new ext4" if args.fresh else "")
+        print(f"making data in {src} ({fs_type(src)}); copies go to {where} ...", flush=True)
         manifests = make_data(src, args.big_size, args.small_count, args.small_size)
         remote_small = "small"
         if args.remote_small_count < args.small_count:  # a round trip per file: a subset keeps rounds short
@@ -496,7 +518,7 @@ def run(args: argparse.Namespace) -> list[Result]:
 
         algorithms = ALGORITHMS if args.all_algorithms else [a for a in ALGORITHMS if a in ("xxh128", "sha256")]
         if routes & {"local", "link"}:
-            dests = Destinations(work / "local")
+            dests = FreshDestinations(args.fresh) if args.fresh else Destinations(work / "local")
             for kind in ("big", "small"):
                 s = src / kind
 
@@ -679,13 +701,26 @@ def main() -> None:
     parser.add_argument("--src-dir", default=None,
                         help="where the data is made (default /dev/shm if a tmpfs with room, else the temp dir)")
     parser.add_argument("--workdir", default=None, help="where copies go (default: the temp dir)")
+    parser.add_argument("--fresh-fs", action="store_true",
+                        help="write each local run into a new ext4 made under --workdir (root; benchmarks/_freshfs.py)")
     args = parser.parse_args()
-    if args.src_dir is None:
+    args.fresh = None
+    if args.fresh_fs:
+        try:
+            args.fresh = FreshExt4(Path(args.workdir or tempfile.gettempdir()),
+                                   max(2 * 2**30, 2 * args.big_size + 2 * args.small_count * args.small_size))
+        except FreshFsError as exc:
+            parser.error(str(exc))
+        print(args.fresh.describe())
         args.src_dir = default_src_dir(args.big_size + args.small_count * args.small_size)
     if "xxh128" not in ALGORITHMS:
         print("note: xxhash is not installed (pip install 'pilot-data[fast-hash]'); the targets are for xxh128")
     threading.excepthook = lambda a: print(f"thread failed: {a.exc_value!r}", file=sys.stderr)
-    results = run(args)
+    try:
+        results = run(args)
+    finally:
+        if args.fresh is not None:
+            args.fresh.close()
     print(f"\n(load average at the end: {os.getloadavg()[0]:.1f}; ratio = engine MB/s / plain MB/s of the medians, "
           f"cpu = plain CPU / engine CPU)")
     print(header())

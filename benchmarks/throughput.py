@@ -32,13 +32,18 @@ over, measures the cost of one sandbox (mkdir + 2 files) before and after the ru
 ``--settle`` seconds, 120 by default) for it to be low again when a previous run's clean-up made it high,
 and warns when it stays high.
 
+``--fresh-fs`` (root) gives each pilot-data and HyperQueue run a new ext4 of its own, made in an image file
+under ``--workdir`` and loop-mounted (``benchmarks/_freshfs.py``): every run then meets a file system with
+no deletions in its past, whatever ran before it on this machine, and the figure is the code's, not the
+disk's history. The sandbox probe runs in a new one too.
+
 ``--phases`` also times each span of an agent slot's cycle (from its worker thread taking a CU to the
 next one: preparing, Popen's vfork until the child's exec, the process, recording), with
 ``benchmarks/phases/sitecustomize.py`` loaded into the agents; it prints the medians and means per CU.
 
     python benchmarks/throughput.py [--n 2000] [--backends redis,sqlite] [--modes bulk,one-by-one]
                                     [--peers xargs,dask,hyperqueue,parsl] [--workdir DIR] [--repeat 3]
-                                    [--phases]
+                                    [--phases] [--fresh-fs]
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._freshfs import FreshExt4, FreshFsError
 from pilotdata import ComputeDataService, PilotComputeService
 from pilotdata.descriptions import PilotComputeDescription
 from pilotdata.history import History, HistoryWriter
@@ -81,6 +87,9 @@ SLOW_SANDBOX = 300.0
 
 SETTLE_STEP = 5.0
 """Seconds between two probes of the sandbox cost while waiting for the file system to settle."""
+
+FRESH_FS_SIZE = 2 * 2**30
+"""Bytes of each ``--fresh-fs`` image (sparse: a run's sandboxes use a few MB of it)."""
 
 CORES = len(os.sched_getaffinity(0))
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -400,8 +409,15 @@ def run_parsl(n: int, workdir: Path, executor: str) -> float | None:
 
 
 # ------------------------------------------------------------------ the sandbox probe
-def sandbox_cost(directory: Path, n: int = 300) -> float:
-    """Microseconds to create one sandbox-like directory with two empty files in ``directory`` (kept)."""
+def sandbox_cost(directory: Path, fresh: FreshExt4 | None = None, n: int = 300) -> float:
+    """Microseconds to create one sandbox-like directory with two empty files in ``directory`` (kept), or in
+    a new file system of ``fresh``."""
+    if fresh is not None:
+        mount_point = fresh.make()
+        try:
+            return sandbox_cost(mount_point, None, n)
+        finally:
+            fresh.release(mount_point)
     probe = Path(tempfile.mkdtemp(prefix="probe-", dir=directory))
     start = time.perf_counter()
     for i in range(n):
@@ -410,6 +426,27 @@ def sandbox_cost(directory: Path, n: int = 300) -> float:
         for name in ("stdout", "stderr"):
             os.close(os.open(sandbox / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
     return (time.perf_counter() - start) / n * 1e6
+
+
+@contextlib.contextmanager
+def sandbox_place(directory: Path, fresh: FreshExt4 | None) -> Iterator[Path]:
+    """Where one run's sandboxes go: ``directory``, or the root of a new file system of ``fresh`` (released
+    when the run is over)."""
+    if fresh is None:
+        yield directory
+        return
+    mount_point = fresh.make()
+    try:
+        yield mount_point
+    finally:
+        fresh.release(mount_point)
+
+
+def in_place(run: Callable[[int, Path], float | None], n: int, directory: Path,
+             fresh: FreshExt4 | None) -> float | None:
+    """``run(n, place)`` with the place of :func:`sandbox_place`."""
+    with sandbox_place(directory, fresh) as place:
+        return run(n, place)
 
 
 def file_system(path: Path) -> str:
@@ -443,8 +480,17 @@ def main() -> int:
     default_workdir = Path("/var/tmp") if os.access("/var/tmp", os.W_OK) else Path(tempfile.gettempdir())
     parser.add_argument("--workdir", type=Path, default=default_workdir,
                         help=f"where the pilots' working directories (the sandboxes) go (default: {default_workdir})")
+    parser.add_argument("--fresh-fs", action="store_true",
+                        help="run each pilot-data and HyperQueue measurement in a new ext4 made under --workdir "
+                             "(root; see benchmarks/_freshfs.py)")
     args = parser.parse_args()
     n = args.n
+    fresh: FreshExt4 | None = None
+    if args.fresh_fs:
+        try:
+            fresh = FreshExt4(args.workdir, FRESH_FS_SIZE)
+        except FreshFsError as exc:
+            parser.error(str(exc))
     peers = set(args.peers.split(",")) | {"xargs"}
     bindings = args.cpu_binding.split(",")
     modes = PilotComputeDescription.CPU_BINDINGS
@@ -467,13 +513,15 @@ def main() -> int:
             os.environ["PDATA_BENCH_PHASES"] = str(phase_dir)
             here = str(Path(__file__).resolve().parent / "phases")
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
-        before_sandbox = sandbox_cost(Path(pilots))
+        if fresh is not None:
+            print(fresh.describe(), flush=True)
+        before_sandbox = sandbox_cost(Path(pilots), fresh)
         settle_until = time.monotonic() + args.settle
         while before_sandbox > SLOW_SANDBOX and time.monotonic() < settle_until:
             print(f"a sandbox costs {before_sandbox:.0f} us in {args.workdir} now (files were deleted near it "
                   f"recently): waiting for the file system to settle (--settle {args.settle:g})", flush=True)
             time.sleep(SETTLE_STEP)  # what is waited for is the kernel forgetting the deletions: a probe is the poll
-            before_sandbox = sandbox_cost(Path(pilots))
+            before_sandbox = sandbox_cost(Path(pilots), fresh)
         if before_sandbox > SLOW_SANDBOX:
             print(f"warning: a sandbox costs {before_sandbox:.0f} us in {args.workdir} now (files were deleted near "
                   "it recently): the figures will measure the file system; wait, or use another --workdir",
@@ -498,8 +546,9 @@ def main() -> int:
                 for backend, (url, pid) in urls.items():
                     for mode, binding in itertools.product(args.modes.split(","), bindings):
                         tag = f"{backend}-{mode}-{binding}-{rnd}"
-                        seconds, cpu, stored, agent = run_pilotdata(url, pid, n, mode, tmpdir / tag,
-                                                                    Path(pilots) / tag, binding)
+                        with sandbox_place(Path(pilots) / tag, fresh) as place:
+                            seconds, cpu, stored, agent = run_pilotdata(url, pid, n, mode, tmpdir / tag, place,
+                                                                        binding)
                         name = f"pilot-data {backend} {mode}" + (f" ({binding})" if len(bindings) > 1 else "")
                         r = row(name, mode)
                         r.add(seconds, cpu)
@@ -511,7 +560,8 @@ def main() -> int:
                 if "dask" in peers:
                     peer_runs.append(("dask LocalCluster(2)", lambda: run_dask(n), "subprocess.run"))
                 if "hyperqueue" in peers:
-                    peer_runs.append(("hyperqueue LocalCluster", partial(run_hyperqueue, n, Path(pilots) / f"hq-{rnd}"),
+                    peer_runs.append(("hyperqueue LocalCluster",
+                                      partial(in_place, run_hyperqueue, n, Path(pilots) / f"hq-{rnd}", fresh),
                                       "server + 2-core worker in-process; stdout/stderr files"))
                 if "parsl" in peers:
                     peer_runs.append(("parsl HTEX(2)", lambda: run_parsl(n, tmpdir, "htex"), "python_app"))
@@ -525,8 +575,8 @@ def main() -> int:
         finally:
             if redis_server is not None:
                 redis_server.stop()
-        per_sandbox = sandbox_cost(Path(pilots))
-        fs = file_system(Path(pilots).resolve())
+        per_sandbox = sandbox_cost(Path(pilots), fresh)
+        fs = "a new ext4 for each run" if fresh is not None else file_system(Path(pilots).resolve())
     report(rows, n, (before_sandbox, per_sandbox), fs, args.workdir, load)
     return 0
 
