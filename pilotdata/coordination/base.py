@@ -140,6 +140,9 @@ class Event:
     carries the facts about it that never change, so readers of the stream need not read its record:
     ``{"run": ..., "name": ..., "slots": ...}`` (its run, its description's ``name`` and
     ``number_of_processes``; each ``None`` when absent). Other creation events: ``{}``."""
+    detail_text: str | None = field(default=None, repr=False, compare=False)
+    """``detail`` as the backend holds it (compact JSON), when the backend read it as text: a reader that
+    stores the detail again (the history writer) need not encode it once more. ``None``: encode ``detail``."""
 
 
 @dataclass(frozen=True)

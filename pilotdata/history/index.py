@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, Connection, Double, Index, Integer, String, delete, func, insert, select, update
@@ -278,6 +279,12 @@ class _NoLookup:
         return {}
 
 
+_CU_COLUMNS = tuple(c.name for c in CURow.__table__.columns)
+"""The CU table's columns, in table order (the order of :attr:`_Fold.stored`'s tuples)."""
+_CU_VALUES = itemgetter(*_CU_COLUMNS)
+"""A CU row's values in table order."""
+
+
 # ------------------------------------------------------------------ the fold
 _Key = tuple[str, str, str]  # (run or "", place or UNBOUND, state): one counter
 
@@ -298,6 +305,9 @@ class _Fold:
         self.cus: dict[str, dict[str, Any]] = {}
         self.before: dict[str, _Key | None] = {}
         """CU id -> its counter key as stored before this fold touched it (``None``: a new CU)."""
+        self.stored: dict[str, tuple[Any, ...]] = {}
+        """CU id -> its row as it is in the table now (columns in table order), for CUs read from it or
+        written by this fold: :meth:`flush` updates only the columns that changed."""
         self.pilots: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, dict[str, Any]] = {}
@@ -354,6 +364,7 @@ class _Fold:
                 row = dict(zip(names, values, strict=True))
                 self.cus[row["cu_id"]] = row
                 self.before[row["cu_id"]] = _key(row)
+                self.stored[row["cu_id"]] = tuple(values)
 
     def _load_pilots(self, ids: Sequence[str]) -> None:
         for chunk in _chunks(ids):
@@ -498,10 +509,12 @@ class _Fold:
                 deltas[(run or "", pilot_id, pending)] = -int(n)
                 deltas[(run or "", "", pending)] = int(n)
             self._add_counts(deltas)
+        values = _CU_VALUES
         for cu_id, row in self.cus.items():
             if row["state"] == pending and row["place"] == pilot_id:
                 row["place"], row["site"] = "", None
                 self.before[cu_id] = _key(row)
+                self.stored[cu_id] = values(row)  # flushed above, then moved by the UPDATE: as stored
 
     def _run(self, ev: Mapping[str, Any]) -> None:
         run_id = ev["entity_id"]
@@ -532,7 +545,7 @@ class _Fold:
                 deltas[was] = deltas.get(was, 0) - 1
             deltas[now_key] = deltas.get(now_key, 0) + 1
             self.before[cu_id] = now_key
-        self._upsert_plain(CURow, ["source", "cu_id"], [self.cus[i] for i in sorted(self.dirty_cus)])
+        self._write_cus(sorted(self.dirty_cus))
         self._add_counts(deltas)
         self._add(EndRow, ["source", "run", "minute", "state"],
                   [{"source": self.source, "run": r, "minute": m, "state": st, "n": n}
@@ -544,6 +557,40 @@ class _Fold:
         self.dirty_pilots.clear()
         self.dirty_runs.clear()
         self.ends.clear()
+
+    def _write_cus(self, ids: Sequence[str]) -> None:
+        """Write these CUs' rows: new ones with an upsert of every column, stored ones with an UPDATE of
+        only the columns that changed since they were read or last written.
+
+        Rows of a transition (one UPDATE statement per set of changed columns, a handful per batch)
+        then touch only the indexes holding those columns: an upsert that sets every column rewrites
+        every index of the table, which cost SQLite 2.5 times as much per CU.
+        """
+        values = _CU_VALUES
+        fresh: list[dict[str, Any]] = []
+        changes: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
+        for cu_id in ids:
+            row = self.cus[cu_id]
+            now_values = values(row)
+            was = self.stored.get(cu_id)
+            self.stored[cu_id] = now_values
+            if was is None:
+                fresh.append(row)
+                continue
+            changed = tuple(i for i, (a, b) in enumerate(zip(now_values, was, strict=True)) if a != b)
+            if changed:
+                changes.setdefault(changed, []).append(
+                    (*(now_values[i] for i in changed), row["source"], cu_id))
+        self._upsert_plain(CURow, ["source", "cu_id"], fresh)
+        if not changes:
+            return
+        quote = self.conn.dialect.identifier_preparer.quote
+        mark = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        for changed, params in changes.items():
+            assignments = ", ".join(f"{quote(_CU_COLUMNS[i])} = {mark}" for i in changed)
+            sql = (f"UPDATE {quote(CURow.__tablename__)} SET {assignments} "
+                   f"WHERE {quote('source')} = {mark} AND {quote('cu_id')} = {mark}")
+            self.conn.exec_driver_sql(sql, params)
 
     def _add_counts(self, deltas: Mapping[_Key, int]) -> None:
         self._add(CountRow, ["source", "run", "place", "state"],
@@ -567,7 +614,7 @@ class _Fold:
         quote = self.conn.dialect.identifier_preparer.quote
         columns = [c.name for c in table.__table__.columns if c.name not in keys]
         sql, names = self._statement(table, keys, ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in columns))
-        self.conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
+        self.conn.exec_driver_sql(sql, list(map(itemgetter(*names), rows)))
 
     def _add(self, table: type[Base], keys: list[str], rows: list[dict[str, Any]]) -> None:
         """Add each row's ``n`` to the counter with its key (created at ``n`` when missing)."""
@@ -576,7 +623,7 @@ class _Fold:
         quote = self.conn.dialect.identifier_preparer.quote
         name = quote(table.__tablename__)
         sql, names = self._statement(table, keys, f"n = {name}.n + excluded.n")
-        self.conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
+        self.conn.exec_driver_sql(sql, list(map(itemgetter(*names), rows)))
 
     def _upsert(self, table: type[Base], keys: list[str], rows: list[dict[str, Any]]) -> None:
         if not rows:

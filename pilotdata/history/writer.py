@@ -210,7 +210,8 @@ class HistoryWriter:
                     fresh = event_rows
                 else:  # a batch drained before (in part): learn which rows are new
                     stmt = self._insert_ignore(Event).returning(Event.cursor)
-                    stored = set(conn.execute(stmt, event_rows).scalars())
+                    columns = [{k: v for k, v in r.items() if k != "detail_text"} for r in event_rows]
+                    stored = set(conn.execute(stmt, columns).scalars())
                     fresh = [r for r in event_rows if r["cursor"] in stored]
                 new += len(fresh)
                 fold(conn, self.source, fresh, self._lookup)
@@ -250,7 +251,8 @@ class HistoryWriter:
                f"VALUES ({', '.join(marks)}) ON CONFLICT ({quote('source')}, {quote('cursor')}) DO NOTHING")
         dumps = json.dumps
         conn.exec_driver_sql(sql, [(r["source"], r["cursor"], r["entity"], r["entity_id"], r["from_state"],
-                                    r["to_state"], r["time"], r["pilot"], r["attempt"], dumps(r["detail"]))
+                                    r["to_state"], r["time"], r["pilot"], r["attempt"],
+                                    r["detail_text"] if r["detail_text"] is not None else dumps(r["detail"]))
                                    for r in rows])
 
     def _fill_runs(self, conn: Any, rows: list[dict[str, Any]]) -> None:
@@ -285,6 +287,7 @@ class HistoryWriter:
             "pilot": ev.pilot,
             "attempt": ev.attempt,
             "detail": dict(ev.detail),
+            "detail_text": ev.detail_text,  # stored as the stream holds it: no second encoding
         }
 
     def _transfer_row(self, ev: CoordinationEvent) -> dict[str, Any] | None:

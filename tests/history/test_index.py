@@ -143,6 +143,24 @@ def test_rebuild_from_the_events_gives_the_same_index(coordination: Coordination
     assert counters(history, writer.source) == truth(history, writer.source)
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_folding_in_small_batches_writes_the_rows_one_batch_does(
+    coordination: Coordination, history_url: str, tmp_path: Path, batch_size: int
+) -> None:
+    # small batches update stored rows column by column (only what changed), across a lost pilot's
+    # requeue; the rows must be those of one batch that inserts every CU once
+    scenario(coordination)
+    with History(f"sqlite:///{tmp_path / 'one-batch.sqlite'}") as whole:
+        writer = HistoryWriter(coordination, whole, batch_size=10_000)
+        writer.drain()
+        expected = (cus_table(whole, writer.source), counters(whole, writer.source))
+    with History(history_url) as small:
+        writer = HistoryWriter(coordination, small, batch_size=batch_size)
+        writer.drain()
+        assert (cus_table(small, writer.source), counters(small, writer.source)) == expected
+        assert counters(small, writer.source) == truth(small, writer.source)
+
+
 def test_a_stream_whose_creation_events_carry_no_facts_reads_them_from_the_records(
         coordination: Coordination, history: History) -> None:
     # a stream written by an older pilot-data: creation events had an empty detail

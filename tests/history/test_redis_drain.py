@@ -42,6 +42,11 @@ def test_redis_stream_drains_once_and_resumes(
         assert len(queries.transfers(history)) == work.transfers
         stored = len(queries.events(history)) + len(queries.transfers(history))
         assert stored == len(stream)
+        # each detail stored as the stream's text (not encoded again) reads back as the stream's detail
+        assert all(ev.detail_text is not None for ev in stream)
+        for cu in work.done:
+            assert [e.detail for e in queries.events_for(history, "cu", cu)] == [
+                ev.detail for ev in stream if ev.entity == "cu" and ev.id == cu]
 
 
 def test_redis_run_uses_blocking_reads(redis_coordination: Coordination, history_url: str) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -254,3 +257,22 @@ def test_sources_separate_namespaces(coordination_url: str, namespace: str, hist
     finally:
         a.close()
         b.close()
+
+
+def test_a_detail_is_stored_as_the_stream_holds_it_or_encoded_when_the_text_is_missing(
+    coordination: Coordination, history_url: str, tmp_path: Path
+) -> None:
+    work = run_workload(coordination)
+    stream = all_events(coordination)
+    assert all(ev.detail_text is not None and json.loads(ev.detail_text) == ev.detail for ev in stream)
+    # the stream's text (no second encoding), and events of a reader that has no text (encoded): the same rows
+    with History(history_url) as from_text:
+        assert HistoryWriter(coordination, from_text).store(stream) == len(stream)
+        kept = queries.events_for(from_text, "cu", work.retried)
+    with History(f"sqlite:///{tmp_path / 'encoded.sqlite'}") as encoded:
+        without_text = [replace(ev, detail_text=None) for ev in stream]
+        assert HistoryWriter(coordination, encoded).store(without_text) == len(stream)
+        again = queries.events_for(encoded, "cu", work.retried)
+    expected = [ev.detail for ev in stream if ev.entity == "cu" and ev.id == work.retried]
+    assert [e.detail for e in kept] == [e.detail for e in again] == expected
+    assert any(expected)  # not only empty details

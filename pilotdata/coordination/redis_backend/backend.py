@@ -107,11 +107,12 @@ _ROW_FIELDS = ("entity", "id", "from", "to", "time", "pilot", "attempt", "detail
 def _events(rows: Sequence[Sequence[str]]) -> list[Event]:
     """Events from rows ``[id, *_ROW_FIELDS]`` (``''`` for a missing field), the ``EVENTS_AFTER`` script's
     and the blocking read's alike; read by position, the details by :func:`loads_many`."""
-    details = loads_many([row[8] or "{}" for row in rows])
+    texts = [row[8] or "{}" for row in rows]
+    details = loads_many(texts)
     return [
         Event(cursor=r[0], entity=r[1], id=r[2], from_state=r[3] or None, to_state=r[4] or None,
-              time=float(r[5] or 0), pilot=r[6] or None, attempt=int(r[7] or 0), detail=d)
-        for r, d in zip(rows, details, strict=True)
+              time=float(r[5] or 0), pilot=r[6] or None, attempt=int(r[7] or 0), detail=d, detail_text=text)
+        for r, d, text in zip(rows, details, texts, strict=True)
     ]
 
 

@@ -771,8 +771,8 @@ class SQLiteCoordination(Coordination):
             if rows or remaining <= 0:
                 details = loads_many([row[8] for row in rows])
                 return [
-                    Event(_cursor(seq), e, i, f, t, tm, p, a, detail)
-                    for (seq, e, i, f, t, tm, p, a, _), detail in zip(rows, details, strict=True)
+                    Event(_cursor(seq), e, i, f, t, tm, p, a, detail, text)
+                    for (seq, e, i, f, t, tm, p, a, text), detail in zip(rows, details, strict=True)
                 ]
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, _POLL_MAX)
