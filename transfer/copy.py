@@ -17,6 +17,8 @@
    one chunk is read whole and checked before its destination is even created. Bytes go to an
    unnamed file (``O_TMPFILE``) or a part file beside the final name (``.<name>.part-<token>``)
    or, on an object store, to an upload that is not visible yet (:mod:`transfer.objectstore`).
+   Large files run on ``workers`` threads; small files between two local paths run on one thread,
+   as ``cp -r`` does, unless that thread is found waiting on the file systems (:func:`_run_all`).
 4. When the source is exhausted the size and checksum are compared with the manifest (when it has
    them) and the stored size with the bytes sent; a mismatch raises
    :class:`~transfer.errors.ChecksumMismatchError` and the unpublished data is removed, so
@@ -33,6 +35,7 @@ process never exposes a partial file, but a power cut may lose recently renamed 
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import threading
@@ -530,18 +533,41 @@ def _schedule(entries: list[FileEntry], chunk_size: int) -> list[int]:
 
 
 def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_Outcome]:
-    """Run every copy on ``workers`` threads pulling from one queue; stop all at the first failure."""
-    order = iter(_schedule(entries, copier.chunk_size))
+    """Run every copy on ``workers`` threads pulling from one queue; stop all at the first failure.
+
+    Small files between two local paths go to one thread first. Each costs a few system calls and some
+    Python, and several threads copying them only pass the interpreter lock around (10,000 x 4 KiB to a
+    fresh ext4 here: 59 us per file in one thread, 85 in two, 101-115 in four; ``cp -r`` 43). Once
+    :data:`SERIAL_PROBE` of them were copied with no large file in flight, that thread compares its CPU
+    time with its wall time: when it waited on the file systems for more than half of it (a parallel
+    or network file system whose every create is a round trip), the other workers join in.
+    """
+    jobs = collections.deque(_schedule(entries, copier.chunk_size))
     take = threading.Lock()
     errors: list[BaseException] = []
     results: dict[int, _Outcome] = {}
+    threads: list[threading.Thread] = []
+    probe = _SerialProbe(copier.local and workers > 1)
+
+    def small(i: int) -> bool:
+        return (entries[i].size or 0) < copier.chunk_size
+
+    def next_job() -> int | None:
+        with take:
+            if not jobs or (probe.serial and small(jobs[0]) and not probe.owns()):
+                return None  # done, or the small files are one thread's (this one ends)
+            i = jobs.popleft()
+            if not small(i):
+                probe.big += 1
+            return i
 
     def work() -> None:
         while not copier.cancel.is_set():
-            with take:
-                i = next(order, None)
+            i = next_job()
             if i is None:
                 return
+            measured = probe.serial and small(i) and not probe.big
+            cpu, wall = time.thread_time(), time.perf_counter()
             try:
                 results[i] = copier.run(entries[i])
             except _Cancelled:
@@ -550,17 +576,28 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
                 errors.append(exc)
                 copier.cancel.set()
                 return
+            finally:
+                if not small(i):
+                    with take:
+                        probe.big -= 1
+            if measured and probe.add(time.thread_time() - cpu, time.perf_counter() - wall):
+                start(workers - 1)  # the file systems make it wait: copy the rest in parallel
 
-    threads = [threading.Thread(target=work, name=f"transfer-{n}", daemon=True)
-               for n in range(min(workers, len(entries)))]
-    for t in threads:
-        t.start()
+    def start(n: int) -> None:
+        for _ in range(n):
+            t = threading.Thread(target=work, name=f"transfer-{len(threads)}", daemon=True)
+            threads.append(t)
+            t.start()
+
+    start(min(workers, len(entries)))
     try:
-        for t in threads:
-            t.join()
+        k = 0
+        while k < len(threads):  # a thread may start more before it ends: they are appended
+            threads[k].join()
+            k += 1
     except BaseException:  # KeyboardInterrupt in the caller: stop the workers, then let it through
         copier.cancel.set()
-        for t in threads:
+        for t in list(threads):
             t.join()
         raise
     if errors:
@@ -571,3 +608,45 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
                 first.args = (f"{first.args[0]} (and {len(errors) - 1} more failed files)",)
         raise first
     return [results[i] for i in range(len(entries))]
+
+
+SERIAL_PROBE = 64
+"""Small local files copied by one thread, with no large file in flight, before it decides whether the
+others join in (:func:`_run_all`)."""
+BLOCKED_SHARE = 0.5
+"""The share of its wall time a thread copying small local files may wait before the others join in."""
+
+
+class _SerialProbe:
+    """Whether small local files are copied by one thread, and the measurement that may end it."""
+
+    def __init__(self, serial: bool) -> None:
+        self.serial = serial
+        self.owner: int | None = None
+        self.big = 0
+        """Large files being copied now (the lock of :func:`_run_all` guards it)."""
+        self._files = 0
+        self._cpu = 0.0
+        self._wall = 0.0
+
+    def owns(self) -> bool:
+        """Whether the calling thread is (now) the one copying small files."""
+        me = threading.get_ident()
+        if self.owner is None:
+            self.owner = me
+        return self.owner == me
+
+    def add(self, cpu: float, wall: float) -> bool:
+        """Count one small file; True once, when the probe finds the thread waiting (go parallel)."""
+        if not self.serial:
+            return False
+        self._files += 1
+        self._cpu += cpu
+        self._wall += wall
+        if self._files < SERIAL_PROBE:
+            return False
+        if self._cpu < BLOCKED_SHARE * self._wall:
+            self.serial = False
+            return True
+        self._files, self._cpu, self._wall = 0, 0.0, 0.0  # measure the next files again
+        return False
