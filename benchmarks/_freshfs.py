@@ -50,9 +50,11 @@ def _mount_of(path: Path) -> tuple[str, str]:
 
 
 def has_journal(path: Path) -> bool:
-    """Whether the ext3/ext4 file system holding ``path`` has a journal (a ``/proc/fs/jbd2`` entry)."""
-    device, _ = _mount_of(path)
-    name = Path(device).name
+    """Whether the ext3/ext4 file system holding ``path`` has a journal (a ``/proc/fs/jbd2`` entry, named
+    after the block device: ``vda-8``, ``dm-0-8``, ``loop3-8``)."""
+    st = os.stat(path)
+    block = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
+    name = block.resolve().name if block.exists() else Path(_mount_of(path)[0]).name
     jbd2 = Path("/proc/fs/jbd2")
     return jbd2.is_dir() and any(entry.name.rsplit("-", 1)[0] == name for entry in jbd2.iterdir())
 
@@ -60,7 +62,7 @@ def has_journal(path: Path) -> bool:
 class FreshExt4:
     """New ext4 file systems in image files under ``under``, each mounted on a directory of its own."""
 
-    def __init__(self, under: Path, size: int) -> None:
+    def __init__(self, under: Path, size: int, *, inodes: int = 0) -> None:
         if os.geteuid() != 0:
             raise FreshFsError("--fresh-fs mounts a loop device: run as root")
         for tool in ("mkfs.ext4", "mount", "umount"):
@@ -68,6 +70,8 @@ class FreshExt4:
                 raise FreshFsError(f"--fresh-fs needs {tool}, which is not on PATH (apt install e2fsprogs mount)")
         self.under = under
         self.size = size
+        self.inodes = inodes
+        """Inodes to make room for (``mkfs -N``; 0: mkfs's default, one per 16 KiB)."""
         self.journal = has_journal(under)
         self._mounted: list[tuple[Path, Path]] = []
 
@@ -80,12 +84,16 @@ class FreshExt4:
 
     def make(self) -> Path:
         """Make, mount and return a new empty ext4 (its root directory)."""
-        image = Path(tempfile.mkstemp(prefix="pdata-fresh-", suffix=".img", dir=self.under)[1])
+        fd, name = tempfile.mkstemp(prefix="pdata-fresh-", suffix=".img", dir=self.under)
+        os.close(fd)  # an open descriptor would keep the image's blocks after release() removed it
+        image = Path(name)
         mount_point = Path(tempfile.mkdtemp(prefix="pdata-fresh-mnt-"))
         try:
             os.truncate(image, self.size)
             features = [] if self.journal else ["-O", "^has_journal"]
-            _run(["mkfs.ext4", "-q", "-F", *features, "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image)])
+            inodes = ["-N", str(max(self.inodes, self.size // 2**14))] if self.inodes else []
+            _run(["mkfs.ext4", "-q", "-F", *features, *inodes, "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                  str(image)])
             _run(["mount", "-o", "loop", str(image), str(mount_point)])
         except BaseException:
             image.unlink(missing_ok=True)
@@ -98,8 +106,8 @@ class FreshExt4:
         """Unmount one file system made here and remove its image (waits while it is busy, then unmounts lazily)."""
         for i, (mnt, image) in enumerate(self._mounted):
             if mnt == mount_point:
+                _unmount(mnt)  # raises if even a lazy unmount fails: the record stays for close()
                 del self._mounted[i]
-                _unmount(mnt)
                 image.unlink(missing_ok=True)
                 mnt.rmdir()
                 return

@@ -704,15 +704,17 @@ def main() -> None:
     parser.add_argument("--fresh-fs", action="store_true",
                         help="write each local run into a new ext4 made under --workdir (root; benchmarks/_freshfs.py)")
     args = parser.parse_args()
+    if args.src_dir is None:
+        args.src_dir = default_src_dir(args.big_size + args.small_count * args.small_size)
     args.fresh = None
     if args.fresh_fs:
         try:
             args.fresh = FreshExt4(Path(args.workdir or tempfile.gettempdir()),
-                                   max(2 * 2**30, 2 * args.big_size + 2 * args.small_count * args.small_size))
+                                   max(2 * 2**30, 2 * args.big_size + 2 * args.small_count * args.small_size),
+                                   inodes=2 * args.small_count)
         except FreshFsError as exc:
             parser.error(str(exc))
         print(args.fresh.describe())
-        args.src_dir = default_src_dir(args.big_size + args.small_count * args.small_size)
     if "xxh128" not in ALGORITHMS:
         print("note: xxhash is not installed (pip install 'pilot-data[fast-hash]'); the targets are for xxh128")
     threading.excepthook = lambda a: print(f"thread failed: {a.exc_value!r}", file=sys.stderr)

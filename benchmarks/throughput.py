@@ -488,7 +488,7 @@ def main() -> int:
     fresh: FreshExt4 | None = None
     if args.fresh_fs:
         try:
-            fresh = FreshExt4(args.workdir, FRESH_FS_SIZE)
+            fresh = FreshExt4(args.workdir, FRESH_FS_SIZE, inodes=4 * n)  # a sandbox is three inodes
         except FreshFsError as exc:
             parser.error(str(exc))
     peers = set(args.peers.split(",")) | {"xargs"}

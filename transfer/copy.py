@@ -17,8 +17,8 @@
    one chunk is read whole and checked before its destination is even created. Bytes go to an
    unnamed file (``O_TMPFILE``) or a part file beside the final name (``.<name>.part-<token>``)
    or, on an object store, to an upload that is not visible yet (:mod:`transfer.objectstore`).
-   Large files run on ``workers`` threads; small files between two local paths run on one thread,
-   as ``cp -r`` does, unless that thread is found waiting on the file systems (:func:`_run_all`).
+   Larger files run on ``workers`` threads; files of one read between two local paths run on one
+   thread, as ``cp -r`` does, unless that thread is found blocked in the file systems (:func:`_run_all`).
 4. When the source is exhausted the size and checksum are compared with the manifest (when it has
    them) and the stored size with the bytes sent; a mismatch raises
    :class:`~transfer.errors.ChecksumMismatchError` and the unpublished data is removed, so
@@ -535,12 +535,13 @@ def _schedule(entries: list[FileEntry], chunk_size: int) -> list[int]:
 def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_Outcome]:
     """Run every copy on ``workers`` threads pulling from one queue; stop all at the first failure.
 
-    Small files between two local paths go to one thread first. Each costs a few system calls and some
-    Python, and several threads copying them only pass the interpreter lock around (10,000 x 4 KiB to a
-    fresh ext4 here: 59 us per file in one thread, 85 in two, 101-115 in four; ``cp -r`` 43). Once
-    :data:`SERIAL_PROBE` of them were copied with no large file in flight, that thread compares its CPU
-    time with its wall time: when it waited on the file systems for more than half of it (a parallel
-    or network file system whose every create is a round trip), the other workers join in.
+    Small files between two local paths (at most one read, :attr:`_Copier.read_chunk`) go to one thread
+    first. Each costs a few system calls and some Python, and several threads copying them only pass the
+    interpreter lock around (10,000 x 4 KiB to a fresh ext4 here: 59 us per file in one thread, 85 in two,
+    101-115 in four; ``cp -r`` 43). That thread measures itself over windows of :data:`SERIAL_PROBE`
+    files copied while no other file is: when, in two windows running, it spent more than
+    :data:`BLOCKED_SHARE` of the time neither on a CPU nor waiting for one (blocked in the file systems:
+    a parallel or network file system, where each create is a round trip), the other workers join in.
     """
     jobs = collections.deque(_schedule(entries, copier.chunk_size))
     take = threading.Lock()
@@ -548,9 +549,11 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
     results: dict[int, _Outcome] = {}
     threads: list[threading.Thread] = []
     probe = _SerialProbe(copier.local and workers > 1)
+    limit = copier.read_chunk
 
     def small(i: int) -> bool:
-        return (entries[i].size or 0) < copier.chunk_size
+        size = entries[i].size
+        return size is not None and size <= limit
 
     def next_job() -> int | None:
         with take:
@@ -558,7 +561,7 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
                 return None  # done, or the small files are one thread's (this one ends)
             i = jobs.popleft()
             if not small(i):
-                probe.big += 1
+                probe.others += 1
             return i
 
     def work() -> None:
@@ -566,8 +569,8 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
             i = next_job()
             if i is None:
                 return
-            measured = probe.serial and small(i) and not probe.big
-            cpu, wall = time.thread_time(), time.perf_counter()
+            if probe.serial and small(i):
+                probe.before(alone=not probe.others)
             try:
                 results[i] = copier.run(entries[i])
             except _Cancelled:
@@ -579,8 +582,8 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
             finally:
                 if not small(i):
                     with take:
-                        probe.big -= 1
-            if measured and probe.add(time.thread_time() - cpu, time.perf_counter() - wall):
+                        probe.others -= 1
+            if probe.serial and small(i) and probe.after():
                 start(workers - 1)  # the file systems make it wait: copy the rest in parallel
 
     def start(n: int) -> None:
@@ -597,8 +600,10 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
             k += 1
     except BaseException:  # KeyboardInterrupt in the caller: stop the workers, then let it through
         copier.cancel.set()
-        for t in list(threads):
-            t.join()
+        k = 0
+        while k < len(threads):
+            threads[k].join()
+            k += 1
         raise
     if errors:
         first = errors[0]
@@ -611,23 +616,38 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
 
 
 SERIAL_PROBE = 64
-"""Small local files copied by one thread, with no large file in flight, before it decides whether the
-others join in (:func:`_run_all`)."""
+"""Small local files in one window of the one thread's measurement (:func:`_run_all`)."""
 BLOCKED_SHARE = 0.5
-"""The share of its wall time a thread copying small local files may wait before the others join in."""
+"""The share of a window's wall time that thread may spend blocked before a strike (two in a row: parallel)."""
+_SCHEDSTAT = "/proc/thread-self/schedstat"
+
+
+def _runqueue_seconds() -> float:
+    """Seconds the calling thread has waited for a CPU (Linux's schedstat; 0 where there is none)."""
+    try:
+        with open(_SCHEDSTAT, "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class _SerialProbe:
-    """Whether small local files are copied by one thread, and the measurement that may end it."""
+    """Whether small local files are copied by one thread, and the measurement that may end it.
+
+    A window is :data:`SERIAL_PROBE` files the thread copied while no large file was being copied
+    (others would share the CPUs and the interpreter lock). Its wall time minus the thread's CPU time
+    and its wait for a CPU (a busy machine is not a slow file system) is the time the thread was blocked.
+    """
 
     def __init__(self, serial: bool) -> None:
         self.serial = serial
         self.owner: int | None = None
-        self.big = 0
+        self.others = 0
         """Large files being copied now (the lock of :func:`_run_all` guards it)."""
+        self.strikes = 0
         self._files = 0
-        self._cpu = 0.0
-        self._wall = 0.0
+        self._start: tuple[float, float, float] | None = None
+        """Wall clock, thread CPU time and CPU wait when the current window began (None: no window)."""
 
     def owns(self) -> bool:
         """Whether the calling thread is (now) the one copying small files."""
@@ -636,17 +656,30 @@ class _SerialProbe:
             self.owner = me
         return self.owner == me
 
-    def add(self, cpu: float, wall: float) -> bool:
-        """Count one small file; True once, when the probe finds the thread waiting (go parallel)."""
-        if not self.serial:
+    def before(self, *, alone: bool) -> None:
+        """A small file starts; ``alone``: no large file is being copied (else the window starts over)."""
+        if not alone:
+            self._files, self._start = 0, None
+        elif self._start is None:
+            self._start = (time.perf_counter(), time.thread_time(), _runqueue_seconds())
+
+    def after(self) -> bool:
+        """A small file is done; True once, when the thread was blocked in two windows running."""
+        if self._start is None:
             return False
         self._files += 1
-        self._cpu += cpu
-        self._wall += wall
         if self._files < SERIAL_PROBE:
             return False
-        if self._cpu < BLOCKED_SHARE * self._wall:
+        wall0, cpu0, queue0 = self._start
+        wall = time.perf_counter() - wall0
+        blocked = wall - (time.thread_time() - cpu0) - (_runqueue_seconds() - queue0)
+        return self.window(wall, blocked)
+
+    def window(self, wall: float, blocked: float) -> bool:
+        """Judge one window (``blocked`` of ``wall`` seconds); True when the others are to join now."""
+        self._files, self._start = 0, None
+        self.strikes = self.strikes + 1 if blocked > BLOCKED_SHARE * wall else 0
+        if self.strikes >= 2:
             self.serial = False
             return True
-        self._files, self._cpu, self._wall = 0, 0.0, 0.0  # measure the next files again
         return False

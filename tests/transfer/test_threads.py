@@ -15,7 +15,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 import transfer.copy as engine
 from transfer import ChecksumMismatchError, FileEntry
-from transfer.copy import SERIAL_PROBE, _SerialProbe, copy_files
+from transfer.copy import SERIAL_PROBE, _runqueue_seconds, _SerialProbe, copy_files
 from transfer.digests import new_hash
 from transfer.endpoints import LocalEndpoint
 
@@ -51,6 +51,14 @@ def same_bytes(src: Path, dst: Path, entries: list[FileEntry]) -> bool:
     return all((src / e.path).read_bytes() == (dst / e.path).read_bytes() for e in entries)
 
 
+@pytest.fixture
+def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No window ends: the one thread keeps the small files whatever the machine's load (the rule itself is
+    tested below, with windows measured as given)."""
+    monkeypatch.setattr(engine, "SERIAL_PROBE", 10**9)
+
+
+@pytest.mark.usefixtures("no_probe")
 def test_small_local_files_are_copied_by_one_thread(tmp_path: Path, by_thread: dict[str, int]) -> None:
     entries = make(tmp_path / "src", {f"d{i % 5}/f{i}": 1024 for i in range(300)})
     local = LocalFileSystem()
@@ -59,14 +67,29 @@ def test_small_local_files_are_copied_by_one_thread(tmp_path: Path, by_thread: d
     assert len(set(by_thread.values())) == 1  # the interpreter lock passed around would only slow them down
 
 
-def test_large_files_run_in_parallel_and_the_small_ones_after_them_in_one_thread(
-        tmp_path: Path, by_thread: dict[str, int]) -> None:
+@pytest.mark.usefixtures("no_probe")
+def test_files_of_more_than_one_read_or_of_unknown_size_are_not_held_to_one_thread(
+        tmp_path: Path, by_thread: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = {f"big{i}": 300_000 for i in range(4)} | {f"small/f{i}": 100 for i in range(200)}
     entries = make(tmp_path / "src", sizes)
+    entries += [FileEntry(e.path.replace("small/", "unsized/"), None, None) for e in entries[4:8]]
+    for e in entries[-4:]:
+        (tmp_path / "src" / e.path).parent.mkdir(exist_ok=True)
+        (tmp_path / "src" / e.path).write_bytes(b"?" * 50)
+    started = threading.Barrier(2, timeout=10)  # two large files at once, or the barrier breaks
+    real = engine._Copier.run
+
+    def run(self: engine._Copier, entry: FileEntry) -> Any:
+        if entry.path in ("big0", "big1"):
+            started.wait()
+        return real(self, entry)
+
+    monkeypatch.setattr(engine._Copier, "run", run)
     local = LocalFileSystem()
-    copy_files(local, str(tmp_path / "src"), local, str(tmp_path / "dst"), entries, workers=4, link=False,
-               chunk_size=2**16)  # files from 64 KiB up are large
-    assert same_bytes(tmp_path / "src", tmp_path / "dst", entries)
+    report = copy_files(local, str(tmp_path / "src"), local, str(tmp_path / "dst"), entries, workers=4,
+                        link=False)
+    assert report.files == len(entries) and same_bytes(tmp_path / "src", tmp_path / "dst", entries)
+    assert not started.broken  # the files of more than one read (256 KiB here) ran side by side
     assert len({t for name, t in by_thread.items() if name.startswith("small/")}) == 1
 
 
@@ -85,9 +108,9 @@ def test_small_files_on_a_file_system_that_makes_the_thread_wait_are_copied_in_p
     report = copy_files(local, str(tmp_path / "src"), local, str(tmp_path / "dst"), entries, workers=4, link=False)
     assert report.files == n and same_bytes(tmp_path / "src", tmp_path / "dst", entries)
     per_thread = Counter(by_thread.values())
-    assert len(per_thread) == 4  # the other three joined after the first probe
+    assert len(per_thread) == 4  # the other three joined after two windows
     first = max(per_thread.values())
-    assert first >= SERIAL_PROBE  # the probe's files were the first thread's alone
+    assert first >= 2 * SERIAL_PROBE  # the two windows' files were the first thread's alone
 
 
 def test_a_corrupted_file_in_the_one_thread_stops_the_copy(tmp_path: Path) -> None:
@@ -101,12 +124,44 @@ def test_a_corrupted_file_in_the_one_thread_stops_the_copy(tmp_path: Path) -> No
     assert copied and "f099" not in copied  # files after the failure were not started
 
 
-def test_the_probe_keeps_one_thread_while_it_computes_and_lets_others_in_when_it_waits() -> None:
+def test_two_windows_blocked_in_a_row_let_the_others_in() -> None:
     busy = _SerialProbe(True)
-    assert not any(busy.add(0.9e-4, 1e-4) for _ in range(3 * SERIAL_PROBE))
+    assert not any(busy.window(1.0, 0.1) for _ in range(5))  # computing (or waiting for a CPU): one thread
     assert busy.serial
+    flaky = _SerialProbe(True)
+    assert [flaky.window(1.0, b) for b in (0.9, 0.1, 0.9, 0.1, 0.9)] == [False] * 5  # never two in a row
     waiting = _SerialProbe(True)
-    decisions = [waiting.add(0.2e-4, 1e-4) for _ in range(2 * SERIAL_PROBE)]
-    assert decisions.count(True) == 1 and decisions.index(True) == SERIAL_PROBE - 1
+    assert [waiting.window(1.0, 0.8), waiting.window(1.0, 0.7)] == [False, True]
     assert not waiting.serial
-    assert not _SerialProbe(False).add(0.0, 1.0)  # parallel from the start (not local, or one worker)
+
+
+def test_a_window_counts_only_files_copied_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = _SerialProbe(True)
+    judged: list[tuple[float, float]] = []
+
+    def window(wall: float, blocked: float) -> bool:
+        judged.append((wall, blocked))
+        return False
+
+    monkeypatch.setattr(probe, "window", window)
+    for _ in range(SERIAL_PROBE - 1):
+        probe.before(alone=True)
+        assert probe.after() is False
+    probe.before(alone=False)  # a large file started meanwhile: the window starts over
+    assert probe.after() is False
+    assert judged == []
+    for _ in range(SERIAL_PROBE):
+        probe.before(alone=True)
+        probe.after()
+    assert len(judged) == 1  # one whole window of files copied alone
+    wall, blocked = judged[0]
+    assert wall > 0 and blocked <= wall
+
+
+def test_the_wait_for_a_cpu_is_read_from_the_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stat = tmp_path / "schedstat"
+    stat.write_text("123456789 2500000000 42\n")  # on-CPU ns, run-queue wait ns, time slices
+    monkeypatch.setattr(engine, "_SCHEDSTAT", str(stat))
+    assert _runqueue_seconds() == 2.5
+    monkeypatch.setattr(engine, "_SCHEDSTAT", str(tmp_path / "missing"))  # not Linux: no wait is known
+    assert _runqueue_seconds() == 0.0
