@@ -514,22 +514,22 @@ def _parallelism(src: Endpoint, dst: Endpoint, workers: int) -> int:
     return workers
 
 
-def _schedule(entries: list[FileEntry], chunk_size: int) -> list[int]:
-    """Order of work: large files first (they start early, small ones fill the gaps), then small files
-    taking their directories in turn, so parallel creates do not all queue on one directory's lock."""
-    big = sorted((i for i, e in enumerate(entries) if (e.size or 0) >= chunk_size),
-                 key=lambda i: -(entries[i].size or 0))
+def _schedule(entries: list[FileEntry], small: Callable[[int], bool]) -> list[int]:
+    """Order of work: the files that are not ``small`` first, largest first (they start early, small ones
+    fill the gaps), then the small files taking their directories in turn, so parallel creates do not all
+    queue on one directory's lock."""
+    big = sorted((i for i in range(len(entries)) if not small(i)), key=lambda i: -(entries[i].size or 0))
     by_dir: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
-        if (e.size or 0) < chunk_size:
+        if small(i):
             by_dir.setdefault(e.path.rpartition("/")[0], []).append(i)
     queues = list(by_dir.values())
-    small: list[int] = []
+    little: list[int] = []
     depth = 0
-    while len(small) < sum(len(q) for q in queues):
-        small.extend(q[depth] for q in queues if depth < len(q))
+    while len(little) < sum(len(q) for q in queues):
+        little.extend(q[depth] for q in queues if depth < len(q))
         depth += 1
-    return big + small
+    return big + little
 
 
 def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_Outcome]:
@@ -543,17 +543,18 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
     :data:`BLOCKED_SHARE` of the time neither on a CPU nor waiting for one (blocked in the file systems:
     a parallel or network file system, where each create is a round trip), the other workers join in.
     """
-    jobs = collections.deque(_schedule(entries, copier.chunk_size))
-    take = threading.Lock()
-    errors: list[BaseException] = []
-    results: dict[int, _Outcome] = {}
-    threads: list[threading.Thread] = []
-    probe = _SerialProbe(copier.local and workers > 1)
     limit = copier.read_chunk
 
     def small(i: int) -> bool:
         size = entries[i].size
         return size is not None and size <= limit
+
+    jobs = collections.deque(_schedule(entries, small))  # the larger files first: all before any small one
+    take = threading.Lock()
+    errors: list[BaseException] = []
+    results: dict[int, _Outcome] = {}
+    threads: list[threading.Thread] = []
+    probe = _SerialProbe(copier.local and workers > 1)
 
     def next_job() -> int | None:
         with take:
