@@ -349,7 +349,7 @@ class SQLiteCoordination(Coordination):
             _apply_patch(data, patch)
             conn.execute(
                 "UPDATE entities SET data = ?, updated = ? WHERE ns = ? AND kind = ? AND id = ?",
-                (self._data_json(k, entity_id, data), time.time(), *where),
+                (_record_json(data), time.time(), *where),
             )
 
     def delete(self, kind: Kind | str, entity_id: str) -> None:
@@ -416,14 +416,21 @@ class SQLiteCoordination(Coordination):
             results.append(TransitionResult(kind, req.id, True, state, to, attempt, now))
         if events:
             moved = {e[2] for e in events}
-            conn.executemany(
-                "UPDATE entities SET state = ?, attempt = ?, pilot = ?, times = ?, detail = ?, updated = ?"
-                " WHERE ns = ? AND kind = ? AND id = ?",
-                [(s, a, p, json.dumps(t), d, now, self.namespace, kind, i)
-                 for i, (s, a, p, t, d) in live.items() if i in moved],
-            )
+            # the data patches of the moves that succeeded, in request order, written with the move itself:
+            # one UPDATE per entity (a second one for its data cost another write of the same row)
+            datas = self._patched_data(conn, kind, [(r.id, r.data) for r, res in zip(requests, results)
+                                                    if res.ok and r.data])
+            head = "UPDATE entities SET state = ?, attempt = ?, pilot = ?, times = ?, detail = ?, updated = ?"
+            where = " WHERE ns = ? AND kind = ? AND id = ?"
+            plain = [(s, a, p, json.dumps(t), d, now, self.namespace, kind, i)
+                     for i, (s, a, p, t, d) in live.items() if i in moved and i not in datas]
+            if plain:
+                conn.executemany(head + where, plain)
+            if datas:
+                conn.executemany(head + ", data = ?" + where,
+                                 [(s, a, p, json.dumps(t), d, now, _record_json(datas[i]), self.namespace, kind, i)
+                                  for i, (s, a, p, t, d) in live.items() if i in datas])
             conn.executemany(EVENT_INSERT, events)
-            self._patch_data(conn, kind, [(r.id, r.data) for r, res in zip(requests, results) if res.ok and r.data])
             released = [(self.namespace, r.pilot, r.id) for r, res in zip(requests, results)
                         if res.ok and r.release and r.pilot]
             if released:
@@ -449,26 +456,25 @@ class SQLiteCoordination(Coordination):
                 found.update(r[0] for r in conn.execute(sql, (self.namespace, owner, *chunk)))
         return owned
 
-    def _patch_data(
+    def _patched_data(
         self, conn: sqlite3.Connection, kind: str, patches: Sequence[tuple[str, Mapping[str, Any]]]
-    ) -> None:
-        """Apply transitions' data patches (in request order) inside the caller's transaction."""
+    ) -> dict[str, dict[str, Any]]:
+        """The data of the patched entities with their patches applied (in request order), read inside the
+        caller's transaction; the caller writes them."""
         if not patches:
-            return
+            return {}
         ids = sorted({i for i, _ in patches})
-        marks = ",".join("?" * len(ids))
-        rows = conn.execute(
-            f"SELECT id, data FROM entities WHERE ns = ? AND kind = ? AND id IN ({marks})",
-            (self.namespace, kind, *ids),
-        ).fetchall()
-        datas = {i: json.loads(d) for i, d in rows}
+        datas: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(ids):
+            rows = conn.execute(
+                f"SELECT id, data FROM entities WHERE ns = ? AND kind = ? AND id IN ({_marks(len(chunk))})",
+                (self.namespace, kind, *chunk),
+            ).fetchall()
+            datas.update({i: json.loads(d) for i, d in rows})
         for entity_id, patch in patches:
             self._data_json(kind, entity_id, patch)  # validates keys and values
             _apply_patch(datas[entity_id], patch)
-        conn.executemany(
-            "UPDATE entities SET data = ? WHERE ns = ? AND kind = ? AND id = ?",
-            [(self._data_json(kind, i, d), self.namespace, kind, i) for i, d in datas.items()],
-        )
+        return datas
 
     def transition_many(
         self, kind: Kind | str, requests: Sequence[TransitionRequest]
@@ -789,6 +795,17 @@ class SQLiteCoordination(Coordination):
         with self._auto("trim events") as conn:
             cur = conn.execute("DELETE FROM events WHERE ns = ? AND seq <= ?", (self.namespace, seq))
             return cur.rowcount
+
+
+def _record_json(data: Mapping[str, Any]) -> str:
+    """A stored record's data after a checked patch, encoded as :meth:`SQLiteCoordination._data_json` would.
+
+    The stored part was checked when it was written and the patch just now (string keys, JSON values),
+    and :func:`_apply_patch` leaves no ``None`` at the top level, so one call of the C encoder gives the
+    same text. Checking every key of the whole record again, one ``json.dumps`` per value, was a third of
+    a transition's time, inside the write lock.
+    """
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
 def _apply_patch(data: dict[str, Any], patch: Mapping[str, Any]) -> None:

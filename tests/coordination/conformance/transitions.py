@@ -189,6 +189,26 @@ class TransitionConformance(ConformanceBase):
         record = coord.get("cu", "c")
         assert (record.state, record.data["exit_code"]) == ("Done", 0)
 
+    def test_every_patch_of_a_batch_applies_in_order_beside_moves_without_one(self, coord: Coordination) -> None:
+        """An agent's recorder sends a CU's Running and Done in one batch, each with a patch, among CUs whose
+        moves carry none; more patched CUs than a backend's chunk of ids."""
+        ids = [f"c{i:04d}" for i in range(600)]
+        coord.create_many("cu", [(i, {"reason": "old", "keep": i}) for i in ids])
+        coord.transition_many("cu", [TransitionRequest(i, "Pending") for i in ids])
+        patched, plain = ids[:550], ids[550:]
+        requests = [TransitionRequest(i, "Running", data={"sandbox": f"/s/{i}"}) for i in patched]
+        requests += [TransitionRequest(i, "Running", detail={"n": 1}) for i in plain]
+        requests += [TransitionRequest(i, "Done", expected="Running", data={"exit_code": 0, "reason": None})
+                     for i in patched]
+        assert all(r.ok for r in coord.transition_many("cu", requests))
+        records = {r.id: r for r in coord.get_many("cu", ids) if r}
+        for i in patched:
+            assert records[i].state == "Done"
+            assert records[i].data == {"keep": i, "sandbox": f"/s/{i}", "exit_code": 0}  # "reason" deleted
+        for i in plain:
+            assert (records[i].state, records[i].detail) == ("Running", {"n": 1})
+            assert records[i].data == {"reason": "old", "keep": i}
+
     def test_final_move_can_release_the_claim_atomically(self, coord: Coordination) -> None:
         put_cu(coord, "a", "Pending")
         put_cu(coord, "b", "Pending")
