@@ -16,18 +16,20 @@ Needs root (``mount``), ``mkfs.ext4`` and a loop device; :class:`FreshFsError` s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import servers
 
-__all__ = ["FreshExt4", "FreshFsError"]
+__all__ = ["FreshExt4", "FreshFsError", "has_journal", "mount_of"]
 
 UNMOUNT_TIMEOUT = 30.0
 """Seconds to wait for a file system to be free (an agent still exiting) before a lazy unmount."""
@@ -37,15 +39,17 @@ class FreshFsError(RuntimeError):
     """A fresh file system cannot be made here; the message says why."""
 
 
-def _mount_of(path: Path) -> tuple[str, str]:
-    """(device, file system type) of the mount holding ``path`` (longest mount point prefix)."""
+def mount_of(path: Path) -> tuple[str, str]:
+    """(device, file system type) of the mount holding ``path`` (longest mount point prefix of its real path)."""
     best, device, kind = "", "?", "?"
-    resolved = str(path.resolve())
-    for line in Path("/proc/mounts").read_text().splitlines():
-        parts = line.split()
-        if len(parts) > 2 and (resolved == parts[1] or resolved.startswith(parts[1].rstrip("/") + "/")) \
-                and len(parts[1]) > len(best):
-            best, device, kind = parts[1], parts[0], parts[2]
+    real = os.path.realpath(path)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+            best, device, kind = mount, fields[0], fields[2]
     return device, kind
 
 
@@ -54,7 +58,7 @@ def has_journal(path: Path) -> bool:
     after the block device: ``vda-8``, ``dm-0-8``, ``loop3-8``)."""
     st = os.stat(path)
     block = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
-    name = block.resolve().name if block.exists() else Path(_mount_of(path)[0]).name
+    name = block.resolve().name if block.exists() else Path(mount_of(path)[0]).name
     jbd2 = Path("/proc/fs/jbd2")
     return jbd2.is_dir() and any(entry.name.rsplit("-", 1)[0] == name for entry in jbd2.iterdir())
 
@@ -78,7 +82,7 @@ class FreshExt4:
     def describe(self) -> str:
         """One line for the benchmark's output: where the images are and what is made."""
         journal = "with a journal" if self.journal else "without a journal, as"
-        device, kind = _mount_of(self.under)
+        device, kind = mount_of(self.under)
         return (f"a new ext4 ({journal} {device}'s {kind}) in a {self.size / 2**30:.1f} GiB sparse image under "
                 f"{self.under} for each measurement, loop-mounted")
 
@@ -101,6 +105,15 @@ class FreshExt4:
             raise
         self._mounted.append((mount_point, image))
         return mount_point
+
+    @contextlib.contextmanager
+    def mounted(self) -> Iterator[Path]:
+        """:meth:`make` one for the ``with`` block, :meth:`release` it after."""
+        mount_point = self.make()
+        try:
+            yield mount_point
+        finally:
+            self.release(mount_point)
 
     def release(self, mount_point: Path) -> None:
         """Unmount one file system made here and remove its image (waits while it is busy, then unmounts lazily)."""

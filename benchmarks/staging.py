@@ -72,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fsspec.implementations.local import LocalFileSystem
 
-from benchmarks._freshfs import FreshExt4, FreshFsError
+from benchmarks._freshfs import FreshExt4, FreshFsError, mount_of
 from tests import servers
 from transfer import FileEntry, VerifiedStats, copy_files
 from transfer.digests import available, new_hash
@@ -289,15 +289,8 @@ def make_data(root: Path, big_size: int, small_count: int, small_size: int) -> d
 
 
 def fs_type(path: Path) -> str:
-    """The file system type ``path`` is on (from /proc/self/mounts)."""
-    best, kind = "", "?"
-    real = os.path.realpath(path)
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        mount = fields[1].replace("\\040", " ")
-        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
-            best, kind = mount, fields[2]
-    return kind
+    """The file system type ``path`` is on."""
+    return mount_of(path)[1]
 
 
 # ====================================================================== limits

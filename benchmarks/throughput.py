@@ -70,7 +70,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._freshfs import FreshExt4, FreshFsError
+from benchmarks._freshfs import FreshExt4, FreshFsError, mount_of
 from pilotdata import ComputeDataService, PilotComputeService
 from pilotdata.descriptions import PilotComputeDescription
 from pilotdata.history import History, HistoryWriter
@@ -413,11 +413,8 @@ def sandbox_cost(directory: Path, fresh: FreshExt4 | None = None, n: int = 300) 
     """Microseconds to create one sandbox-like directory with two empty files in ``directory`` (kept), or in
     a new file system of ``fresh``."""
     if fresh is not None:
-        mount_point = fresh.make()
-        try:
+        with fresh.mounted() as mount_point:
             return sandbox_cost(mount_point, None, n)
-        finally:
-            fresh.release(mount_point)
     probe = Path(tempfile.mkdtemp(prefix="probe-", dir=directory))
     start = time.perf_counter()
     for i in range(n):
@@ -435,11 +432,8 @@ def sandbox_place(directory: Path, fresh: FreshExt4 | None) -> Iterator[Path]:
     if fresh is None:
         yield directory
         return
-    mount_point = fresh.make()
-    try:
+    with fresh.mounted() as mount_point:
         yield mount_point
-    finally:
-        fresh.release(mount_point)
 
 
 def in_place(run: Callable[[int, Path], float | None], n: int, directory: Path,
@@ -450,13 +444,8 @@ def in_place(run: Callable[[int, Path], float | None], n: int, directory: Path,
 
 
 def file_system(path: Path) -> str:
-    """The type of the file system holding ``path`` (from /proc/mounts: longest mount point prefix)."""
-    best, kind = "", "?"
-    for line in Path("/proc/mounts").read_text().splitlines():
-        parts = line.split()
-        if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
-            best, kind = parts[1], parts[2]
-    return kind
+    """The type of the file system holding ``path``."""
+    return mount_of(path)[1]
 
 
 # ------------------------------------------------------------------ main
