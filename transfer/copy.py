@@ -593,18 +593,18 @@ def _run_all(copier: _Copier, entries: list[FileEntry], workers: int) -> list[_O
             threads.append(t)
             t.start()
 
-    start(min(workers, len(entries)))
-    try:
+    def join_all() -> None:
         k = 0
         while k < len(threads):  # a thread may start more before it ends: they are appended
             threads[k].join()
             k += 1
+
+    start(min(workers, len(entries)))
+    try:
+        join_all()
     except BaseException:  # KeyboardInterrupt in the caller: stop the workers, then let it through
         copier.cancel.set()
-        k = 0
-        while k < len(threads):
-            threads[k].join()
-            k += 1
+        join_all()
         raise
     if errors:
         first = errors[0]

@@ -349,7 +349,7 @@ class SQLiteCoordination(Coordination):
             _apply_patch(data, patch)
             conn.execute(
                 "UPDATE entities SET data = ?, updated = ? WHERE ns = ? AND kind = ? AND id = ?",
-                (_record_json(data), time.time(), *where),
+                (dumps(data, f"{k} {entity_id!r}", "data"), time.time(), *where),
             )
 
     def delete(self, kind: Kind | str, entity_id: str) -> None:
@@ -427,8 +427,11 @@ class SQLiteCoordination(Coordination):
             if plain:
                 conn.executemany(head + where, plain)
             if datas:
+                # the stored part and the patch are checked (string keys, no top-level None left), so one
+                # call of the encoder gives the text _data_json would, without its dumps per key
                 conn.executemany(head + ", data = ?" + where,
-                                 [(s, a, p, json.dumps(t), d, now, _record_json(datas[i]), self.namespace, kind, i)
+                                 [(s, a, p, json.dumps(t), d, now, dumps(datas[i], f"{kind} {i!r}", "data"),
+                                   self.namespace, kind, i)
                                   for i, (s, a, p, t, d) in live.items() if i in datas])
             conn.executemany(EVENT_INSERT, events)
             released = [(self.namespace, r.pilot, r.id) for r, res in zip(requests, results)
@@ -795,17 +798,6 @@ class SQLiteCoordination(Coordination):
         with self._auto("trim events") as conn:
             cur = conn.execute("DELETE FROM events WHERE ns = ? AND seq <= ?", (self.namespace, seq))
             return cur.rowcount
-
-
-def _record_json(data: Mapping[str, Any]) -> str:
-    """A stored record's data after a checked patch, encoded as :meth:`SQLiteCoordination._data_json` would.
-
-    The stored part was checked when it was written and the patch just now (string keys, JSON values),
-    and :func:`_apply_patch` leaves no ``None`` at the top level, so one call of the C encoder gives the
-    same text. Checking every key of the whole record again cost one ``json.dumps`` per value, inside the
-    write lock (with the second row update it saved, 5-10% of a transition call measured alone).
-    """
-    return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
 def _apply_patch(data: dict[str, Any], patch: Mapping[str, Any]) -> None:
