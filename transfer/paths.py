@@ -50,6 +50,9 @@ def normalize_relpath(name: str) -> str:
         parts.append(part)
     if not parts:
         raise UnsafePathError(f"file name {name!r} names no file", path=name)
+    first = parts[0]
+    if len(first) >= 2 and first[1] == ":" and first[0].isalpha():  # ./C:x normalises to C:x: refused too
+        raise UnsafePathError(f"file name {name!r} is absolute; DataUnit names are relative", path=name)
     return "/".join(parts)
 
 

@@ -55,6 +55,8 @@ def safe_relpath(name: object) -> str:
         raise _reject(name, "contains '..'")
     if not parts:
         raise _reject(name, "empty after normalisation")
+    if _DRIVE.match(parts[0]):  # ./C:/x normalises to C:/x: a name's normal form must pass these rules too
+        raise _reject(name, "looks like a Windows drive path")
     return "/".join(parts)
 
 

@@ -37,6 +37,12 @@ def test_join_under_root_slash_and_prefix() -> None:
         join_under("/data", "../x")
 
 
+@pytest.mark.parametrize("name", ["./a:", ".//C:/x", "./c:"])
+def test_a_drive_behind_dot_components_is_refused_too(name: str) -> None:
+    with pytest.raises(UnsafePathError, match="Windows drive"):
+        safe_relpath(name)
+
+
 names = st.text(alphabet=st.sampled_from(["a", "b", ".", "/", "\\", "\x00", ":", "~", " ", "é"]), max_size=12)
 
 

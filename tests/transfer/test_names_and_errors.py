@@ -28,7 +28,7 @@ def test_names_are_normalised(raw: str, clean: str) -> None:
 
 
 @pytest.mark.parametrize("bad", ["", ".", "/", "//", "/abs", "..", "a/..", "../a", "a/../b", "a\x00", "a\nb",
-                                 "a\\b", "C:x", "x" * 256])
+                                 "a\\b", "C:x", "./C:x", ".//c:", "x" * 256])
 def test_unsafe_names_are_refused_with_the_name_in_the_message(bad: str) -> None:
     with pytest.raises(UnsafePathError) as info:
         normalize_relpath(bad)
