@@ -49,7 +49,15 @@ from pilotdata.coordination.base import (
     TransitionResult,
 )
 from pilotdata.coordination.requeue import ClaimedCU, plan_requeue
-from pilotdata.coordination.sqlite_backend.schema import ENTITY_COLUMNS, EVENT_INSERT, create_or_check
+from pilotdata.coordination.sqlite_backend.schema import (
+    ENTITY_COLUMNS,
+    EVENT_INSERT,
+    EVENTS_INSERT,
+    IDS,
+    MOVES,
+    MOVES_WITH_DATA,
+    create_or_check,
+)
 from pilotdata.errors import (
     AlreadyExistsError,
     CoordinationError,
@@ -65,6 +73,8 @@ BUSY_TIMEOUT = 30.0
 """Seconds a statement waits for another process's write lock before failing."""
 
 _POLL_START, _POLL_MAX = 0.005, 0.05
+_BEGIN_PAUSE_START, _BEGIN_PAUSE_MAX = 0.0001, 0.002
+"""Pauses between tries of ``BEGIN IMMEDIATE`` while another process writes (see :meth:`SQLiteCoordination._write`)."""
 _CHUNK = 500  # ids per ``IN (...)``: well under SQLite's bound-parameter limit
 
 
@@ -79,10 +89,46 @@ def _path_of(url: str) -> Path:
     return Path(url[len(prefix) :].split("?", 1)[0]).expanduser()
 
 
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+"""One mutex per SQLite file for the write transactions of this process's threads."""
+_WRITE_LOCKS_GUARD = threading.Lock()
+_HELD = threading.local()
+"""The files whose write mutex the current thread holds (a nested write transaction is a bug, not a wait)."""
 
 
+def _reset_write_locks() -> None:
+    """In a forked child: no thread of the parent holds anything here."""
+    global _WRITE_LOCKS_GUARD
+    _WRITE_LOCKS.clear()
+    _WRITE_LOCKS_GUARD = threading.Lock()
+    _HELD.__dict__.clear()
 
 
+os.register_at_fork(after_in_child=_reset_write_locks)
+
+
+@contextmanager
+def _write_lock(key: str) -> Iterator[None]:
+    """Hold this process's write mutex of one SQLite file (at most :data:`BUSY_TIMEOUT` seconds' wait).
+
+    Threads of one process take turns here, woken as soon as the previous transaction ends, rather than
+    in SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25 ... ms between tries whatever the
+    transaction it waits for takes. An agent's claims (main thread) and transitions (recorder thread) wait
+    for each other a few hundred times a second.
+    """
+    held: set[str] = _HELD.__dict__.setdefault("keys", set())
+    if key in held:
+        raise CoordinationError(f"SQLite coordination at {key}: a write transaction inside another one")
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
+    if not lock.acquire(timeout=BUSY_TIMEOUT):
+        raise sqlite3.OperationalError(f"database is locked (by another thread of this process for {BUSY_TIMEOUT:g} s)")
+    held.add(key)
+    try:
+        yield
+    finally:
+        held.discard(key)
+        lock.release()
 
 
 def _transient(exc: sqlite3.OperationalError) -> bool:
@@ -91,9 +137,20 @@ def _transient(exc: sqlite3.OperationalError) -> bool:
     return any(word in text for word in ("locked", "busy", "unable to open", "disk i/o"))
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether an error is another connection holding the lock (SQLITE_BUSY), worth another try."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
+
+
+def _json(items: Sequence[Any]) -> str:
+    """A batch as one JSON parameter of the batch statements (see :data:`.schema.IDS`)."""
+    return json.dumps(items)
 
 
 def _marks(n: int) -> str:
@@ -121,6 +178,8 @@ class SQLiteCoordination(Coordination):
         self._lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []  # every open connection of this process
         self._idle: list[sqlite3.Connection] = []  # the ones not in use right now
+        self._writer: sqlite3.Connection | None = None  # the write transactions' (see _write)
+        self._key = str(self.path.absolute())
         self._pid = os.getpid()
         self._ready = False
         self._closed = False
@@ -156,7 +215,7 @@ class SQLiteCoordination(Coordination):
             if self._closed:
                 raise CoordinationError(f"SQLite coordination at {self.path} is closed")
             if self._pid != os.getpid():  # never use the parent's connections after a fork
-                self._pid, self._conns, self._idle = os.getpid(), [], []
+                self._pid, self._conns, self._idle, self._writer = os.getpid(), [], [], None
             if self._idle:
                 return self._idle.pop()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,15 +254,50 @@ class SQLiteCoordination(Coordination):
 
     @contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error."""
-        with self._errors(what), self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+        """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error.
+
+        The threads of this process take turns on a mutex (:func:`_write_lock`) and use one connection,
+        in which SQLite does not wait: while another process holds the file's write lock, ``BEGIN
+        IMMEDIATE`` is tried again after 0.1, 0.2, 0.4 ... 2 ms (SQLite's own busy handler sleeps 1, 2,
+        5, 10 ... ms), for up to :data:`BUSY_TIMEOUT` seconds.
+        """
+        with self._errors(what), _write_lock(self._key):
+            conn = self._writer_connection()
+            self._begin(conn)
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        """The connection of the write transactions (called with the file's write mutex held)."""
+        with self._lock:
+            if self._pid == os.getpid() and self._writer is not None and not self._closed:
+                return self._writer
+        conn = self._acquire()  # a pooled one (the schema made), kept apart from now on
+        conn.execute("PRAGMA busy_timeout = 0")
+        with self._lock:
+            self._writer = conn
+        return conn
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, tried again while another process writes (see :meth:`_write`)."""
+        if conn.in_transaction:  # a failed ROLLBACK left one open
+            conn.execute("ROLLBACK")
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        pause = _BEGIN_PAUSE_START
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _BEGIN_PAUSE_MAX)
 
     @contextmanager
     def _auto(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -220,7 +314,7 @@ class SQLiteCoordination(Coordination):
         """Close every connection this object opened (in any thread)."""
         with self._lock:
             self._closed = True
-            conns, self._conns, self._idle = self._conns, [], []
+            conns, self._conns, self._idle, self._writer = self._conns, [], [], None
         for conn in conns:
             conn.close()
 
@@ -259,30 +353,32 @@ class SQLiteCoordination(Coordination):
             times = json.dumps({initial: now, state: now})
             moved = dumps(dict(detail), f"{k} create", "detail") if detail else "{}"
         ns = self.namespace
-        rows = [(ns, k, i, state, 0, None, now, now, times, moved, self._data_json(k, i, d))
-                for i, d in items]
+        rows = [[i, self._data_json(k, i, d)] for i, d in items]
         ids = [i for i, _ in items]
         seen: set[str] = set()
         for entity_id in ids:
             if entity_id in seen:
                 raise AlreadyExistsError(f"{k} {entity_id!r} appears twice in one create_many")
             seen.add(entity_id)
+        created = _json([[i, None, initial, None, 0, creation_detail(k, d)] for i, d in items])
+        listed = _json(ids)
         with self._write(f"create {k}") as conn:
-            taken: set[str] = set()
-            for chunk in _chunks(ids):
-                sql = f"SELECT id FROM entities WHERE ns = ? AND kind = ? AND id IN ({_marks(len(chunk))})"
-                taken.update(r[0] for r in conn.execute(sql, (ns, k, *chunk)))
+            sql = f"SELECT json_group_array(id) FROM entities WHERE ns = ? AND kind = ? AND id IN {IDS}"
+            taken = set(json.loads(conn.execute(sql, (ns, k, listed)).fetchone()[0]))
             if taken:
                 raise AlreadyExistsError(f"{k} {next(i for i in ids if i in taken)!r} already exists")
-            insert = f"INSERT INTO entities (ns, kind, {ENTITY_COLUMNS}) VALUES ({_marks(11)})"
-            conn.executemany(insert, rows)
-            conn.executemany(EVENT_INSERT, [(ns, k, i, None, initial, now, None, 0, creation_detail(k, d))
-                                            for i, d in items])
+            conn.execute(
+                "INSERT INTO entities (ns, kind, id, state, attempt, pilot, created, updated, times, detail, data)"
+                " SELECT ?, ?, json_extract(value, '$[0]'), ?, 0, NULL, ?, ?, ?, ?, json_extract(value, '$[1]')"
+                " FROM json_each(?)",
+                (ns, k, state, now, now, times, moved, _json(rows)),
+            )
+            conn.execute(EVENTS_INSERT, (ns, k, now, created))
             if binder is not None:
-                conn.executemany("INSERT INTO unbound (ns, cu_id, binder) VALUES (?, ?, ?)",
-                                 [(ns, i, binder) for i in ids])
+                conn.execute("INSERT INTO unbound (ns, cu_id, binder) SELECT ?, value, ? FROM json_each(?)"
+                             " ORDER BY key", (ns, binder, listed))
             if queue is not None:
-                conn.executemany(EVENT_INSERT, [(ns, k, i, initial, state, now, None, 0, moved) for i in ids])
+                conn.execute(EVENTS_INSERT, (ns, k, now, _json([[i, initial, state, None, 0, moved] for i in ids])))
                 self._push(conn, queue, ids, False)
 
     def _fetch(self, conn: sqlite3.Connection, kind: str, ids: Sequence[str]) -> dict[str, EntityRecord]:
@@ -364,15 +460,12 @@ class SQLiteCoordination(Coordination):
     # ---------------------------------------------------------------- transitions
     def _states(self, conn: sqlite3.Connection, kind: str, ids: Sequence[str]) -> dict[str, list[Any]]:
         """id -> [state, attempt, pilot, times, detail] (mutable: :meth:`_apply` works on it)."""
-        found: dict[str, list[Any]] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids))):
-            sql = (
-                "SELECT id, state, attempt, pilot, times FROM entities WHERE ns = ? AND kind = ?"
-                f" AND id IN ({_marks(len(chunk))})"
-            )
-            for i, state, attempt, pilot, times in conn.execute(sql, (self.namespace, kind, *chunk)):
-                found[i] = [state, attempt, pilot, json.loads(times), "{}"]
-        return found
+        sql = (
+            "SELECT json_group_array(json_array(id, state, attempt, pilot, json(times))) FROM entities"
+            f" WHERE ns = ? AND kind = ? AND id IN {IDS}"
+        )
+        rows = json.loads(conn.execute(sql, (self.namespace, kind, _json(ids))).fetchone()[0])
+        return {i: [state, attempt, pilot, times, "{}"] for i, state, attempt, pilot, times in rows}
 
     def _apply(
         self, conn: sqlite3.Connection, kind: str, requests: Sequence[TransitionRequest], now: float
@@ -383,7 +476,7 @@ class SQLiteCoordination(Coordination):
         initial = initial_state(kind)
         table: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         results: list[TransitionResult] = []
-        events: list[tuple[Any, ...]] = []
+        events: list[list[Any]] = []
         left_initial: list[str] = []
         pushes: dict[tuple[str, bool], list[str]] = {}
         for req in requests:
@@ -412,35 +505,35 @@ class SQLiteCoordination(Coordination):
             entity[0], entity[1], entity[4] = to, attempt, detail
             entity[2] = req.pilot or entity[2]
             entity[3][to] = now
-            events.append((self.namespace, kind, req.id, state, to, now, req.pilot, attempt, detail))
+            events.append([req.id, state, to, req.pilot, attempt, detail])
             results.append(TransitionResult(kind, req.id, True, state, to, attempt, now))
         if events:
-            moved = {e[2] for e in events}
+            ns = self.namespace
+            moved = {e[0] for e in events}
             # the data patches of the moves that succeeded, in request order, written with the move itself:
-            # one UPDATE per entity (a second one for its data cost another write of the same row)
+            # one row write per entity (a second one for its data cost another write of the same row)
             datas = self._patched_data(conn, kind, [(r.id, r.data) for r, res in zip(requests, results)
                                                     if res.ok and r.data])
-            head = "UPDATE entities SET state = ?, attempt = ?, pilot = ?, times = ?, detail = ?, updated = ?"
-            where = " WHERE ns = ? AND kind = ? AND id = ?"
-            plain = [(s, a, p, json.dumps(t), d, now, self.namespace, kind, i)
-                     for i, (s, a, p, t, d) in live.items() if i in moved and i not in datas]
+            plain = [[i, s, a, p, json.dumps(t), d] for i, (s, a, p, t, d) in live.items()
+                     if i in moved and i not in datas]
             if plain:
-                conn.executemany(head + where, plain)
+                conn.execute(MOVES, (ns, kind, now, _json(plain)))
             if datas:
                 # the stored part and the patch are checked (string keys, no top-level None left), so one
                 # call of the encoder gives the text _data_json would, without its dumps per key
-                conn.executemany(head + ", data = ?" + where,
-                                 [(s, a, p, json.dumps(t), d, now, dumps(datas[i], f"{kind} {i!r}", "data"),
-                                   self.namespace, kind, i)
-                                  for i, (s, a, p, t, d) in live.items() if i in datas])
-            conn.executemany(EVENT_INSERT, events)
-            released = [(self.namespace, r.pilot, r.id) for r, res in zip(requests, results)
-                        if res.ok and r.release and r.pilot]
-            if released:
-                conn.executemany("DELETE FROM claims WHERE ns = ? AND pilot = ? AND cu_id = ?", released)
+                conn.execute(MOVES_WITH_DATA, (ns, kind, now, _json(
+                    [[i, s, a, p, json.dumps(t), d, dumps(datas[i], f"{kind} {i!r}", "data")]
+                     for i, (s, a, p, t, d) in live.items() if i in datas])))
+            conn.execute(EVENTS_INSERT, (ns, kind, now, _json(events)))
+            released: dict[str, list[str]] = {}
+            for r, res in zip(requests, results):
+                if res.ok and r.release and r.pilot:
+                    released.setdefault(r.pilot, []).append(r.id)
+            for pilot, ids in released.items():
+                conn.execute(f"DELETE FROM claims WHERE ns = ? AND pilot = ? AND cu_id IN {IDS}",
+                             (ns, pilot, _json(ids)))
             if left_initial and kind == Kind.CU.value:
-                conn.executemany("DELETE FROM unbound WHERE ns = ? AND cu_id = ?",
-                                 [(self.namespace, i) for i in left_initial])
+                conn.execute(f"DELETE FROM unbound WHERE ns = ? AND cu_id IN {IDS}", (ns, _json(left_initial)))
             for (qname, front), ids in pushes.items():
                 self._push(conn, qname, ids, front)
         return results
@@ -452,11 +545,9 @@ class SQLiteCoordination(Coordination):
             if req.owner:
                 asked.setdefault(req.owner, []).append(req.id)
         owned: dict[str, set[str]] = {}
+        sql = f"SELECT json_group_array(cu_id) FROM claims WHERE ns = ? AND pilot = ? AND cu_id IN {IDS}"
         for owner, ids in asked.items():
-            found = owned.setdefault(owner, set())
-            for chunk in _chunks(list(dict.fromkeys(ids))):
-                sql = f"SELECT cu_id FROM claims WHERE ns = ? AND pilot = ? AND cu_id IN ({_marks(len(chunk))})"
-                found.update(r[0] for r in conn.execute(sql, (self.namespace, owner, *chunk)))
+            owned[owner] = set(json.loads(conn.execute(sql, (self.namespace, owner, _json(ids))).fetchone()[0]))
         return owned
 
     def _patched_data(
@@ -466,14 +557,10 @@ class SQLiteCoordination(Coordination):
         caller's transaction; the caller writes them."""
         if not patches:
             return {}
-        ids = sorted({i for i, _ in patches})
-        datas: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(ids):
-            rows = conn.execute(
-                f"SELECT id, data FROM entities WHERE ns = ? AND kind = ? AND id IN ({_marks(len(chunk))})",
-                (self.namespace, kind, *chunk),
-            ).fetchall()
-            datas.update({i: json.loads(d) for i, d in rows})
+        sql = f"SELECT json_group_object(id, json(data)) FROM entities WHERE ns = ? AND kind = ? AND id IN {IDS}"
+        datas: dict[str, dict[str, Any]] = json.loads(
+            conn.execute(sql, (self.namespace, kind, _json([i for i, _ in patches]))).fetchone()[0]
+        )
         for entity_id, patch in patches:
             self._data_json(kind, entity_id, patch)  # validates keys and values
             _apply_patch(datas[entity_id], patch)
@@ -498,9 +585,9 @@ class SQLiteCoordination(Coordination):
             f"SELECT {end}(pos) FROM queue WHERE ns = ? AND qname = ?", (self.namespace, qname)
         ).fetchone()[0]
         start = ((edge if edge is not None else 0) - len(cu_ids)) if front else (edge if edge is not None else 0) + 1
-        conn.executemany(
-            "INSERT INTO queue (ns, qname, pos, cu_id) VALUES (?, ?, ?, ?)",
-            [(self.namespace, qname, start + n, cu_id) for n, cu_id in enumerate(cu_ids)],
+        conn.execute(
+            "INSERT INTO queue (ns, qname, pos, cu_id) SELECT ?, ?, ? + key, value FROM json_each(?)",
+            (self.namespace, qname, start, _json(cu_ids)),
         )
 
     def enqueue(self, cu_ids: Sequence[str], pilot: str | None = None, *, front: bool = False) -> None:
@@ -513,29 +600,31 @@ class SQLiteCoordination(Coordination):
     def _claim_now(self, pilot: str, limit: int) -> list[str]:
         ns = self.namespace
         with self._write(f"claim for pilot {pilot!r}") as conn:
-            rows: list[tuple[str, int, str]] = []
+            ids: list[str] = []
             for qname in (pilot, ""):
-                if len(rows) < limit:
-                    rows += conn.execute(
-                        "SELECT qname, pos, cu_id FROM queue WHERE ns = ? AND qname = ? ORDER BY pos LIMIT ?",
-                        (ns, qname, limit - len(rows)),
-                    ).fetchall()
-            if not rows:
-                return []
-            conn.executemany(
-                "DELETE FROM queue WHERE ns = ? AND qname = ? AND pos = ?", [(ns, q, p) for q, p, _ in rows]
-            )
-            ids = [cu_id for _, _, cu_id in rows]
-            self._add_claims(conn, pilot, ids)
+                if len(ids) >= limit:
+                    break
+                rows = json.loads(conn.execute(
+                    "SELECT json_group_array(json_array(pos, cu_id)) FROM"
+                    " (SELECT pos, cu_id FROM queue WHERE ns = ? AND qname = ? ORDER BY pos LIMIT ?)",
+                    (ns, qname, limit - len(ids)),
+                ).fetchone()[0])
+                if rows:
+                    rows.sort()  # claim order (the aggregate's order is not promised)
+                    conn.execute(f"DELETE FROM queue WHERE ns = ? AND qname = ? AND pos IN {IDS}",
+                                 (ns, qname, _json([pos for pos, _ in rows])))
+                    ids += [cu_id for _, cu_id in rows]
+            if ids:
+                self._add_claims(conn, pilot, ids)
         return ids
 
     def _add_claims(self, conn: sqlite3.Connection, pilot: str, cu_ids: Sequence[str]) -> None:
         top = conn.execute(
             "SELECT coalesce(max(pos), 0) FROM claims WHERE ns = ? AND pilot = ?", (self.namespace, pilot)
         ).fetchone()[0]
-        conn.executemany(
-            "INSERT INTO claims (ns, pilot, pos, cu_id) VALUES (?, ?, ?, ?)",
-            [(self.namespace, pilot, top + 1 + n, cu_id) for n, cu_id in enumerate(cu_ids)],
+        conn.execute(
+            "INSERT INTO claims (ns, pilot, pos, cu_id) SELECT ?, ?, ? + key, value FROM json_each(?)",
+            (self.namespace, pilot, top + 1, _json(cu_ids)),
         )
 
     def claim(self, pilot: str, *, limit: int = 1, timeout: float = 0.0) -> list[str]:

@@ -23,7 +23,10 @@ from pathlib import Path
 
 from pilotdata.errors import CoordinationError
 
-__all__ = ["DDL", "ENTITY_COLUMNS", "EVENT_INSERT", "SCHEMA_VERSION", "create_or_check"]
+__all__ = [
+    "DDL", "ENTITY_COLUMNS", "EVENTS_INSERT", "EVENT_INSERT", "IDS", "MIN_SQLITE", "MOVES", "MOVES_WITH_DATA",
+    "SCHEMA_VERSION", "check_library", "create_or_check",
+]
 
 SCHEMA_VERSION = 2
 """Stored in ``PRAGMA user_version``; version 1 is upgraded in place, any other version is refused."""
@@ -74,13 +77,51 @@ EVENT_INSERT = (
 )
 """Appends one event (namespace first, then the :class:`~pilotdata.coordination.base.Event` fields)."""
 
+def _at(k: int) -> str:
+    """Field ``k`` of the current row of ``json_each`` over an array of arrays."""
+    return f"json_extract(value, '$[{k}]')"
+
+
+IDS = "(SELECT value FROM json_each(?))"
+"""An ``IN`` operand: the strings of one JSON array parameter.
+
+The batch statements below take a whole batch as one JSON text and read it with ``json_each``: one
+statement step for any number of rows. Python's :mod:`sqlite3` gives up the interpreter lock at every
+step (every row of an ``executemany``, every row fetched), and in a busy process each step waits to win
+it back, with SQLite's write lock held; see docs/benchmarks.md."""
+
+EVENTS_INSERT = (
+    "INSERT INTO events (ns, entity, id, from_state, to_state, time, pilot, attempt, detail)"
+    f" SELECT ?, ?, {_at(0)}, {_at(1)}, {_at(2)}, ?, {_at(3)}, {_at(4)}, {_at(5)} FROM json_each(?) ORDER BY key"
+)
+"""Appends events of one entity kind and one time, in array order: parameters ``ns, entity, time`` and
+``[[id, from_state, to_state, pilot, attempt, detail], ...]`` as JSON."""
+
+_MOVE = (
+    "INSERT INTO entities (ns, kind, id, state, attempt, pilot, created, updated, times, detail, data)"
+    f" SELECT ?, ?, {_at(0)}, {_at(1)}, {_at(2)}, {_at(3)}, 0, ?, {_at(4)}, {_at(5)}, {{data}} FROM json_each(?)"
+    " WHERE true ON CONFLICT (ns, kind, id) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,"
+    " pilot = excluded.pilot, times = excluded.times, detail = excluded.detail, updated = excluded.updated"
+)
+MOVES = _MOVE.format(data="'{}'")
+"""Moves existing entities (an upsert that always updates: the caller read every row in its transaction):
+parameters ``ns, kind, updated`` and ``[[id, state, attempt, pilot, times, detail], ...]`` as JSON (times and
+detail as JSON texts)."""
+
+MOVES_WITH_DATA = _MOVE.format(data=_at(6)) + ", data = excluded.data"
+""":data:`MOVES` with each row's new data (a seventh field, a JSON text)."""
+
 ENTITY_COLUMNS = "id, state, attempt, pilot, created, updated, times, detail, data"
 """The columns of an entity row after its key (ns, kind), in
 :class:`~pilotdata.coordination.base.EntityRecord` order."""
 
 
 def create_or_check(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the schema in a new file (WAL mode, version stamped) or check an existing file's version."""
+    """Create the schema in a new file (WAL mode, version stamped) or check an existing file's version.
+
+    Also checks the SQLite library: upserts need 3.24, the batch statements its JSON functions (built in
+    since 3.38, and compiled into most earlier builds)."""
+    check_library(conn)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version == 0:
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -93,3 +134,23 @@ def create_or_check(conn: sqlite3.Connection, path: Path) -> None:
             f"SQLite coordination at {path} has schema version {version}; this pilot-data "
             f"expects {SCHEMA_VERSION} (use a new file or the matching release)"
         )
+
+
+MIN_SQLITE = (3, 24, 0)
+"""The oldest SQLite library the backend runs on (``INSERT ... ON CONFLICT DO UPDATE``)."""
+
+
+def check_library(conn: sqlite3.Connection) -> None:
+    """Refuse, with the reason, an SQLite library too old or built without its JSON functions."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise CoordinationError(
+            f"the SQLite library is {sqlite3.sqlite_version}; the embedded coordination needs "
+            f"{'.'.join(map(str, MIN_SQLITE))} or later (or use a Redis URL)"
+        )
+    try:
+        conn.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')").fetchall()
+    except sqlite3.OperationalError as exc:
+        raise CoordinationError(
+            f"the SQLite library {sqlite3.sqlite_version} was built without its JSON functions ({exc}); "
+            "the embedded coordination needs them (SQLite 3.38 or later has them built in; or use a Redis URL)"
+        ) from exc
