@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING
 from typing import Any
 
 import pytest
 
-from pilotdata.descriptions import DataUnitRef, Description
+from pilotdata.descriptions import DataUnitRef, Description, _models
 from tests.descriptions.helpers import CU, DU, PC, PD, error_of, make, roundtrip
 
 GOOD: list[tuple[type[Description], str, Any, Any]] = [
@@ -193,3 +194,45 @@ def test_processes_per_node_cannot_exceed_processes(cls: type[Description]) -> N
     err = error_of(cls, number_of_processes=4, processes_per_node=8)
     assert err.field == "processes_per_node" and "exceeds number_of_processes (4)" in str(err)
     assert make(cls, number_of_processes=8, processes_per_node=4).processes_per_node == 4  # type: ignore[attr-defined]
+
+
+REQUIRED: dict[type[Description], dict[str, Any]] = {
+    CU: {"executable": "/bin/true"}, DU: {}, PC: {"service_url": "fork://localhost"},
+    PD: {"service_url": "file:///tmp/pd"},
+}
+
+
+@pytest.mark.parametrize("kind", [CU, DU, PC, PD])
+def test_defaulted_fields_hold_their_checked_defaults_without_a_check_per_instance(kind: type[Description]) -> None:
+    """A defaulted field normalises as if checked (``{}`` becomes a read-only mapping), an explicit value
+    equal to the default gives the same, and only fields given a value other than the default are checked
+    per instance (a bulk submission validates thousands of descriptions)."""
+    required = REQUIRED[kind]
+    first = kind.from_dict(dict(required))
+    specs = _models._specs(kind)
+    explicit = dict(required)
+    for spec in specs:
+        if spec.default is not MISSING and spec.default is not None:
+            assert getattr(first, spec.name) is spec.checked_default  # shared: it is immutable
+            explicit[spec.key] = type(spec.default)(spec.default)  # an equal value, given explicitly
+    assert kind.from_dict(explicit) == first
+    for mapping in ("labels", "environment"):
+        if hasattr(first, mapping):
+            with pytest.raises(TypeError):
+                getattr(first, mapping)["k"] = "v"
+    checked: list[str] = []
+
+    def counting(real: Any) -> Any:
+        def check(key: str, value: Any) -> Any:
+            checked.append(key)
+            return real(key, value)
+        return check
+
+    for spec in specs:  # the specs are frozen: swapped in place, and the class's caches dropped after
+        object.__setattr__(spec, "check", counting(spec.check))
+    try:
+        assert kind.from_dict(dict(required)) == first
+    finally:
+        for cache in (_models._SPECS, _models._BY_KEY, _models._DUMP_ORDER):
+            cache.pop(kind, None)
+    assert sorted(checked) == sorted(required)
