@@ -293,3 +293,20 @@ def test_a_forked_child_writes_while_a_parent_thread_held_the_mutex(coord: SQLit
         release.set()
         holder.join(30)
     assert coord.queued() == ["from-child"]
+
+
+def test_records_read_back_exactly_through_the_batch_read(coord: SQLiteCoordination) -> None:
+    """Records are read as one JSON row: times keep every bit (SQLite's JSON renders a REAL with 15
+    digits, so they come through quote()), and data keeps big integers, nesting and text as stored."""
+    data = {"big": 2**70, "neg": -(2**63), "f": 0.1 + 0.2, "text": "caf\u00e9 \u2603 \"q\" \\",
+            "nested": [{"a": [1, None]}]}
+    coord.create_many("cu", [("a", data), ("b", {})])
+    created, updated = 1764944000.1234567, 5e-324
+    with sqlite3.connect(coord.path) as raw:
+        raw.execute("UPDATE entities SET created = ?, updated = ? WHERE id = 'a'", (created, updated))
+    raw.close()
+    record = coord.get("cu", "a")
+    assert (record.created, record.updated) == (created, updated)
+    assert record.data == data and record.times == {"New": record.times["New"]}
+    assert [r.id if r else None for r in coord.get_many("cu", ["b", "missing", "a", "b"])] == ["b", None, "a", "b"]
+    assert coord.states("cu", ["a", "missing", "a"]) == ["New", None, "New"]

@@ -50,7 +50,6 @@ from pilotdata.coordination.base import (
 )
 from pilotdata.coordination.requeue import ClaimedCU, plan_requeue
 from pilotdata.coordination.sqlite_backend.schema import (
-    ENTITY_COLUMNS,
     EVENT_INSERT,
     EVENTS_INSERT,
     IDS,
@@ -75,7 +74,6 @@ BUSY_TIMEOUT = 30.0
 _POLL_START, _POLL_MAX = 0.005, 0.05
 _BEGIN_PAUSE_START, _BEGIN_PAUSE_MAX = 0.0001, 0.002
 """Pauses between tries of ``BEGIN IMMEDIATE`` while another process writes (see :meth:`SQLiteCoordination._write`)."""
-_CHUNK = 500  # ids per ``IN (...)``: well under SQLite's bound-parameter limit
 
 
 def _path_of(url: str) -> Path:
@@ -141,11 +139,6 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     """Whether an error is another connection holding the lock (SQLITE_BUSY), worth another try."""
     text = str(exc).lower()
     return "locked" in text or "busy" in text
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
 
 
 def _json(items: Sequence[Any]) -> str:
@@ -382,21 +375,17 @@ class SQLiteCoordination(Coordination):
                 self._push(conn, queue, ids, False)
 
     def _fetch(self, conn: sqlite3.Connection, kind: str, ids: Sequence[str]) -> dict[str, EntityRecord]:
-        found: dict[str, EntityRecord] = {}
-        unique = list(dict.fromkeys(ids))
-        for chunk in _chunks(unique):
-            sql = (
-                f"SELECT {ENTITY_COLUMNS} FROM entities WHERE ns = ? AND kind = ?"
-                f" AND id IN ({_marks(len(chunk))})"
-            )
-            for i, state, attempt, pilot, created, updated, times, detail, data in conn.execute(
-                sql, (self.namespace, kind, *chunk)
-            ):
-                found[i] = EntityRecord(
-                    kind, i, state, attempt, pilot, json.loads(data), created, updated,
-                    json.loads(times), json.loads(detail),
-                )
-        return found
+        # one row of JSON for all of them (see schema.IDS); quote() renders a REAL so that it reads back
+        # exactly (JSON's numbers would keep 15 digits)
+        sql = (
+            "SELECT json_group_array(json_array(id, state, attempt, pilot, quote(created), quote(updated),"
+            f" json(times), json(detail), json(data))) FROM entities WHERE ns = ? AND kind = ? AND id IN {IDS}"
+        )
+        rows = json.loads(conn.execute(sql, (self.namespace, kind, _json(ids))).fetchone()[0])
+        return {
+            i: EntityRecord(kind, i, state, attempt, pilot, data, float(created), float(updated), times, detail)
+            for i, state, attempt, pilot, created, updated, times, detail, data in rows
+        }
 
     def get(self, kind: Kind | str, entity_id: str) -> EntityRecord:
         """One entity, or :class:`NotFoundError`."""
@@ -415,11 +404,9 @@ class SQLiteCoordination(Coordination):
     def states(self, kind: Kind | str, entity_ids: Sequence[str]) -> list[str | None]:
         """States in the order asked (the state column only); ``None`` where missing."""
         k = kind_name(kind)
-        found: dict[str, str] = {}
+        sql = f"SELECT json_group_object(id, state) FROM entities WHERE ns = ? AND kind = ? AND id IN {IDS}"
         with self._auto(f"get {k} states") as conn:
-            for chunk in _chunks(list(dict.fromkeys(entity_ids))):
-                sql = f"SELECT id, state FROM entities WHERE ns = ? AND kind = ? AND id IN ({_marks(len(chunk))})"
-                found.update(conn.execute(sql, (self.namespace, k, *chunk)).fetchall())
+            found: dict[str, str] = json.loads(conn.execute(sql, (self.namespace, k, _json(entity_ids))).fetchone()[0])
         return [found.get(i) for i in entity_ids]
 
     def list_ids(self, kind: Kind | str) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from pilotdata.errors import CoordinationError
 
 __all__ = [
-    "DDL", "ENTITY_COLUMNS", "EVENTS_INSERT", "EVENT_INSERT", "IDS", "MIN_SQLITE", "MOVES", "MOVES_WITH_DATA",
+    "DDL", "EVENTS_INSERT", "EVENT_INSERT", "IDS", "MIN_SQLITE", "MOVES", "MOVES_WITH_DATA",
     "SCHEMA_VERSION", "check_library", "create_or_check",
 ]
 
@@ -111,9 +111,6 @@ detail as JSON texts)."""
 MOVES_WITH_DATA = _MOVE.format(data=_at(6)) + ", data = excluded.data"
 """:data:`MOVES` with each row's new data (a seventh field, a JSON text)."""
 
-ENTITY_COLUMNS = "id, state, attempt, pilot, created, updated, times, detail, data"
-"""The columns of an entity row after its key (ns, kind), in
-:class:`~pilotdata.coordination.base.EntityRecord` order."""
 
 
 def create_or_check(conn: sqlite3.Connection, path: Path) -> None:
