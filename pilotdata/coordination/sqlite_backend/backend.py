@@ -265,10 +265,11 @@ class SQLiteCoordination(Coordination):
             conn.execute("COMMIT")
 
     def _writer_connection(self) -> sqlite3.Connection:
-        """The connection of the write transactions (called with the file's write mutex held)."""
-        with self._lock:
-            if self._pid == os.getpid() and self._writer is not None and not self._closed:
-                return self._writer
+        """The connection of the write transactions (called with the file's write mutex held, which is
+        all the first look needs: the pool's lock is wanted by every read of every thread)."""
+        conn = self._writer
+        if conn is not None and self._pid == os.getpid():
+            return conn
         conn = self._acquire()  # a pooled one (the schema made), kept apart from now on
         conn.execute("PRAGMA busy_timeout = 0")
         with self._lock:
