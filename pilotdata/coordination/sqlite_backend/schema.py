@@ -77,6 +77,7 @@ EVENT_INSERT = (
 )
 """Appends one event (namespace first, then the :class:`~pilotdata.coordination.base.Event` fields)."""
 
+
 def _at(k: int) -> str:
     """Field ``k`` of the current row of ``json_each`` over an array of arrays."""
     return f"json_extract(value, '$[{k}]')"
