@@ -1,7 +1,8 @@
 """Embedded SQLite coordination backend: :class:`SQLiteCoordination` for ``sqlite:///path``.
 
 One file shared by every process of one machine; no server. Modules: :mod:`.backend` (the class:
-connections, transactions, polling), :mod:`.schema` (tables, version, shared statements).
+connections, transactions, polling), :mod:`.schema` (tables, version, the batch statements, the check
+of the SQLite library).
 
 URLs follow SQLAlchemy: ``sqlite:///relative/path`` and ``sqlite:////absolute/path``.
 """
