@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pilotdata.coordination import Coordination, connect
@@ -60,3 +62,29 @@ def test_other_targets_and_kinds_read_in_words(coord: Coordination) -> None:
     with pytest.raises(TimeoutExpired) as info:
         wait_for_states(coord, Kind.DU, ["du-1"], {"Running"}, timeout=0.1)
     assert str(info.value) == "timed out after 0.1s: 1 of 1 DataUnit(s) not yet Running (1 Pending, e.g. du-1 Pending)"
+
+
+def test_a_trickle_gathers_50_ms_while_many_are_left_and_10_ms_near_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of a trickle of events are spaced 50 ms apart while more than 100 entities are left (fewer
+    reads), 10 ms once 100 or fewer are (the last ones are noticed soon after they end)."""
+    from pilotdata.coordination.base import Event
+
+    ids = [f"cu-{i:03d}" for i in range(150)]
+    batches = [ids[i:i + 20] for i in range(0, 150, 20)]  # 20 CUs end between two reads
+
+    class Trickle:
+        def last_cursor(self) -> str:
+            return "0"
+
+        def states(self, kind: Kind, wanted: list[str]) -> list[str]:
+            return ["Running" for _ in wanted]
+
+        def events_after(self, cursor: str, *, limit: int, block: float) -> list[Event]:
+            done = batches.pop(0) if batches else []
+            return [Event(f"{cursor}.{n}", "cu", i, "Running", "Done", 0.0, None, 0, {}) for n, i in enumerate(done)]
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    wait_until(Trickle(), Kind.CU, ids, timeout=60)  # type: ignore[arg-type]
+    # left after each read: 130, 110, 90, 70, 50, 30, 10, then 0 (no pause after the last read)
+    assert sleeps == [0.05, 0.05, 0.01, 0.01, 0.01, 0.01, 0.01]
