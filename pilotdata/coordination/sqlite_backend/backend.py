@@ -132,7 +132,7 @@ def _write_lock(key: str) -> Iterator[None]:
 def _transient(exc: sqlite3.OperationalError) -> bool:
     """Whether an error is the file being busy or out of reach (worth retrying), not a bad statement."""
     text = str(exc).lower()
-    return any(word in text for word in ("locked", "busy", "unable to open", "disk i/o"))
+    return _busy(exc) or "unable to open" in text or "disk i/o" in text
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -144,6 +144,11 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 def _json(items: Sequence[Any]) -> str:
     """A batch as one JSON parameter of the batch statements (see :data:`.schema.IDS`)."""
     return json.dumps(items)
+
+
+def _aggregate(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    """The decoded JSON value of a query that aggregates its rows into one (``json_group_array`` ...)."""
+    return json.loads(conn.execute(sql, params).fetchone()[0])
 
 
 def _marks(n: int) -> str:
@@ -358,7 +363,7 @@ class SQLiteCoordination(Coordination):
         listed = _json(ids)
         with self._write(f"create {k}") as conn:
             sql = f"SELECT json_group_array(id) FROM entities WHERE ns = ? AND kind = ? AND id IN {IDS}"
-            taken = set(json.loads(conn.execute(sql, (ns, k, listed)).fetchone()[0]))
+            taken = set(_aggregate(conn, sql, (ns, k, listed)))
             if taken:
                 raise AlreadyExistsError(f"{k} {next(i for i in ids if i in taken)!r} already exists")
             conn.execute(
@@ -382,7 +387,7 @@ class SQLiteCoordination(Coordination):
             "SELECT json_group_array(json_array(id, state, attempt, pilot, quote(created), quote(updated),"
             f" json(times), json(detail), json(data))) FROM entities WHERE ns = ? AND kind = ? AND id IN {IDS}"
         )
-        rows = json.loads(conn.execute(sql, (self.namespace, kind, _json(ids))).fetchone()[0])
+        rows = _aggregate(conn, sql, (self.namespace, kind, _json(ids)))
         return {
             i: EntityRecord(kind, i, state, attempt, pilot, data, float(created), float(updated), times, detail)
             for i, state, attempt, pilot, created, updated, times, detail, data in rows
@@ -407,7 +412,7 @@ class SQLiteCoordination(Coordination):
         k = kind_name(kind)
         sql = f"SELECT json_group_object(id, state) FROM entities WHERE ns = ? AND kind = ? AND id IN {IDS}"
         with self._auto(f"get {k} states") as conn:
-            found: dict[str, str] = json.loads(conn.execute(sql, (self.namespace, k, _json(entity_ids))).fetchone()[0])
+            found: dict[str, str] = _aggregate(conn, sql, (self.namespace, k, _json(entity_ids)))
         return [found.get(i) for i in entity_ids]
 
     def list_ids(self, kind: Kind | str) -> list[str]:
@@ -452,7 +457,7 @@ class SQLiteCoordination(Coordination):
             "SELECT json_group_array(json_array(id, state, attempt, pilot, json(times))) FROM entities"
             f" WHERE ns = ? AND kind = ? AND id IN {IDS}"
         )
-        rows = json.loads(conn.execute(sql, (self.namespace, kind, _json(ids))).fetchone()[0])
+        rows = _aggregate(conn, sql, (self.namespace, kind, _json(ids)))
         return {i: [state, attempt, pilot, times, "{}"] for i, state, attempt, pilot, times in rows}
 
     def _apply(
@@ -535,7 +540,7 @@ class SQLiteCoordination(Coordination):
         owned: dict[str, set[str]] = {}
         sql = f"SELECT json_group_array(cu_id) FROM claims WHERE ns = ? AND pilot = ? AND cu_id IN {IDS}"
         for owner, ids in asked.items():
-            owned[owner] = set(json.loads(conn.execute(sql, (self.namespace, owner, _json(ids))).fetchone()[0]))
+            owned[owner] = set(_aggregate(conn, sql, (self.namespace, owner, _json(ids))))
         return owned
 
     def _patched_data(
@@ -546,9 +551,7 @@ class SQLiteCoordination(Coordination):
         if not patches:
             return {}
         sql = f"SELECT json_group_object(id, json(data)) FROM entities WHERE ns = ? AND kind = ? AND id IN {IDS}"
-        datas: dict[str, dict[str, Any]] = json.loads(
-            conn.execute(sql, (self.namespace, kind, _json([i for i, _ in patches]))).fetchone()[0]
-        )
+        datas: dict[str, dict[str, Any]] = _aggregate(conn, sql, (self.namespace, kind, _json([i for i, _ in patches])))
         for entity_id, patch in patches:
             self._data_json(kind, entity_id, patch)  # validates keys and values
             _apply_patch(datas[entity_id], patch)
@@ -592,11 +595,12 @@ class SQLiteCoordination(Coordination):
             for qname in (pilot, ""):
                 if len(ids) >= limit:
                     break
-                rows = json.loads(conn.execute(
+                rows = _aggregate(
+                    conn,
                     "SELECT json_group_array(json_array(pos, cu_id)) FROM"
                     " (SELECT pos, cu_id FROM queue WHERE ns = ? AND qname = ? ORDER BY pos LIMIT ?)",
                     (ns, qname, limit - len(ids)),
-                ).fetchone()[0])
+                )
                 if rows:
                     rows.sort()  # claim order (the aggregate's order is not promised)
                     conn.execute(f"DELETE FROM queue WHERE ns = ? AND qname = ? AND pos IN {IDS}",
