@@ -37,12 +37,15 @@ def normalize_relpath(name: str) -> str:
         raise UnsafePathError(f"file name {name!r} contains a control character (NUL, newline ...)", path=name)
     if "\\" in name:
         raise UnsafePathError(f"file name {name!r} contains a backslash", path=name)
-    if name.startswith("/") or (len(name) >= 2 and name[1] == ":" and name[0].isalpha()):
+    if name.startswith("/"):
         raise UnsafePathError(f"file name {name!r} is absolute; DataUnit names are relative", path=name)
-    parts = []
+    parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):
             continue
+        # a drive (C:x) is absolute, also behind ./ components, which normalise away
+        if not parts and len(part) >= 2 and part[1] == ":" and part[0].isalpha():
+            raise UnsafePathError(f"file name {name!r} is absolute; DataUnit names are relative", path=name)
         if part == "..":
             raise UnsafePathError(f"file name {name!r} contains '..'", path=name)
         if len(part.encode("utf-8", "surrogateescape")) > _MAX_COMPONENT:
@@ -50,9 +53,6 @@ def normalize_relpath(name: str) -> str:
         parts.append(part)
     if not parts:
         raise UnsafePathError(f"file name {name!r} names no file", path=name)
-    first = parts[0]
-    if len(first) >= 2 and first[1] == ":" and first[0].isalpha():  # ./C:x normalises to C:x: refused too
-        raise UnsafePathError(f"file name {name!r} is absolute; DataUnit names are relative", path=name)
     return "/".join(parts)
 
 

@@ -48,15 +48,13 @@ def safe_relpath(name: object) -> str:
         raise _reject(name, "contains a backslash")
     if name.startswith("/"):
         raise _reject(name, "absolute path (names are relative to the PilotData root)")
-    if _DRIVE.match(name):
-        raise _reject(name, "looks like a Windows drive path")
     parts = [part for part in name.split("/") if part not in ("", ".")]
+    if parts and _DRIVE.match(parts[0]):  # checked on the normal form: ./C:/x is C:/x
+        raise _reject(name, "looks like a Windows drive path")
     if ".." in parts:
         raise _reject(name, "contains '..'")
     if not parts:
         raise _reject(name, "empty after normalisation")
-    if _DRIVE.match(parts[0]):  # ./C:/x normalises to C:/x: a name's normal form must pass these rules too
-        raise _reject(name, "looks like a Windows drive path")
     return "/".join(parts)
 
 
