@@ -526,7 +526,8 @@ def _schedule(entries: list[FileEntry], small: Callable[[int], bool]) -> list[in
     queues = list(by_dir.values())
     little: list[int] = []
     depth = 0
-    while len(little) < sum(len(q) for q in queues):
+    total = sum(len(q) for q in queues)
+    while len(little) < total:
         little.extend(q[depth] for q in queues if depth < len(q))
         depth += 1
     return big + little
