@@ -1,5 +1,6 @@
-"""The coordination codec: every Kind is accepted by name, an unknown one is told all of them; a CU's creation
-detail reads the record keys :mod:`pilotdata.records` spells."""
+"""The coordination codec: values encode as compact JSON and a value that is not JSON names its field; every
+Kind is accepted by name, an unknown one is told all of them; a CU's creation detail reads the record keys
+:mod:`pilotdata.records` spells."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 
 import pytest
 
-from pilotdata.coordination._codec import creation_detail, kind_name, loads_many
+from pilotdata.coordination._codec import creation_detail, dumps, kind_name, loads_many
+from pilotdata.errors import DescriptionError
 from pilotdata.records import DESCRIPTION, RUN
 from pilotdata.states import Kind
 
@@ -41,3 +43,30 @@ def test_loads_many_decodes_like_one_loads_each_and_a_bad_text_raises_its_own_er
     with pytest.raises(json.JSONDecodeError):
         loads_many(['{"a":1} , {"b":2}'])  # two values in one text: json.loads' "extra data"
     assert loads_many([" {\"a\": 1} ", "NaN"])[0] == {"a": 1}  # what json.loads takes, it takes
+
+
+@pytest.mark.parametrize("value", [
+    "Running", {"host": "n1", "slots": 2, "nodes": {"a": [0, 1]}}, 1733412345.123456, -0.0, 2**70, None, True,
+    [], {"ü": "\"q\"\n"}, ["x", {"y": [1.5, None]}],
+])
+def test_dumps_is_compact_json_that_reads_back_exactly(value: object) -> None:
+    text = dumps(value, "cu 'a'", "data.x")
+    assert text == json.dumps(value, separators=(",", ":"), allow_nan=False)
+    assert json.loads(text) == value
+    assert ", " not in text and ": " not in text
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    (float("nan"), "Out of range float values are not JSON compliant"),
+    ({"a": float("inf")}, "Out of range float values are not JSON compliant"),
+    ({"a": {1, 2}}, "Object of type set is not JSON serializable"),
+    (object(), "is not JSON serializable"),
+])
+def test_dumps_names_the_field_of_a_value_that_is_not_json(value: object, why: str) -> None:
+    for _ in range(2):  # the shared encoder is left usable by a failure
+        with pytest.raises(DescriptionError) as info:
+            dumps(value, "cu 'a'", "data.x")
+        assert str(info.value).startswith("cu 'a': data.x is not JSON-serialisable: ")
+        assert why in str(info.value)
+        assert info.value.field == "data.x"
+    assert dumps({"ok": 1}, "cu 'a'", "data.x") == '{"ok":1}'
