@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import MISSING
 from typing import Any
 
 import pytest
 
 from pilotdata.descriptions import DataUnitRef, Description, _models
+from pilotdata.errors import DescriptionError
 from tests.descriptions.helpers import CU, DU, PC, PD, error_of, make, roundtrip
 
 GOOD: list[tuple[type[Description], str, Any, Any]] = [
@@ -206,7 +209,8 @@ REQUIRED: dict[type[Description], dict[str, Any]] = {
 def test_defaulted_fields_hold_their_checked_defaults_without_a_check_per_instance(kind: type[Description]) -> None:
     """A defaulted field normalises as if checked (``{}`` becomes a read-only mapping), an explicit value
     equal to the default gives the same, and only fields given a value other than the default are checked
-    per instance (a bulk submission validates thousands of descriptions)."""
+    per instance (a bulk submission validates thousands of descriptions), also when the defaults are read
+    back from JSON as new objects (an agent reads every CU's record)."""
     required = REQUIRED[kind]
     first = kind.from_dict(dict(required))
     specs = _models._specs(kind)
@@ -228,11 +232,21 @@ def test_defaulted_fields_hold_their_checked_defaults_without_a_check_per_instan
             return real(key, value)
         return check
 
+    stored = json.loads(json.dumps(first.to_dict()))  # as a record holds it: every default spelled out
     for spec in specs:  # the specs are frozen: swapped in place, and the class's caches dropped after
         object.__setattr__(spec, "check", counting(spec.check))
     try:
         assert kind.from_dict(dict(required)) == first
+        assert sorted(checked) == sorted(required)
+        checked.clear()
+        assert kind.from_dict(stored) == first  # its defaults are new objects, equal to the defaults
+        assert sorted(checked) == sorted(required)
+        for key in [k for k, v in stored.items() if k not in required and isinstance(v, (str, list))]:
+            checked.clear()
+            value = stored[key] + "x" if isinstance(stored[key], str) else [*stored[key], "x"]
+            with contextlib.suppress(DescriptionError):
+                kind.from_dict({**stored, key: value})
+            assert key in checked  # a value other than the default is checked
     finally:
         for cache in (_models._SPECS, _models._BY_KEY, _models._DUMP_ORDER):
             cache.pop(kind, None)
-    assert sorted(checked) == sorted(required)
