@@ -115,8 +115,30 @@ class ObjectEndpoint(Endpoint):
         """Object stores have no directories."""
 
 
+def part_checksum(fs: Any) -> str | None:
+    """``"CRC32"`` when ``fs``'s botocore client computes request checksums where S3 supports them (botocore
+    1.36's default, ``request_checksum_calculation="when_supported"``), else ``None``.
+
+    The client then sends a CRC32 with every part anyway. A multipart upload that declares the algorithm
+    when it is created, and names each part's checksum when it is completed, gets a composite checksum
+    from the parts, as boto3's ``upload_file`` does. Undeclared, the server has parts whose checksums it
+    was not told to combine: moto_server then spent twice the CPU per GiB on a 1 GiB upload (12.5-12.9 s
+    against 5.1-6.1), which halved the upload's rate.
+    """
+    try:
+        client = fs.s3  # connects a synchronous s3fs that has not connected yet
+    except (AttributeError, RuntimeError):  # not s3fs, or an asynchronous one not yet set up
+        return None
+    config = getattr(getattr(client, "meta", None), "config", None)
+    return "CRC32" if getattr(config, "request_checksum_calculation", None) == "when_supported" else None
+
+
 class S3Writer(Writer):
-    """s3fs writes: one PutObject for small files, a parallel multipart upload for large ones."""
+    """s3fs writes: one PutObject for small files, a parallel multipart upload for large ones.
+
+    A multipart upload declares its parts' checksum algorithm (:func:`part_checksum`) and completes with
+    each part's checksum, as boto3's ``upload_file`` does.
+    """
 
     def __init__(self, fs: Any, path: str, size_hint: int | None, pool: ThreadPoolExecutor,
                  part_size: int = 8 * 2**20) -> None:
@@ -132,6 +154,8 @@ class S3Writer(Writer):
         self.parts: list[Future[dict[str, Any]]] = []
         self.slots = threading.BoundedSemaphore(PARTS_IN_FLIGHT)
         self.finished = False
+        self.checksum: str | None = None
+        """The part checksum algorithm the multipart upload declares (see :func:`part_checksum`)."""
 
     def write(self, data: Chunk) -> None:
         """Buffer; send each full part in the background (at most 8 in flight per file, like boto3's 10).
@@ -151,7 +175,10 @@ class S3Writer(Writer):
 
     def _send(self, part: bytearray) -> None:
         if self.upload_id is None:
-            self.upload_id = self.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=self.key)["UploadId"]
+            self.checksum = part_checksum(self.fs)
+            declared = {"ChecksumAlgorithm": self.checksum} if self.checksum else {}
+            self.upload_id = self.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=self.key,
+                                             **declared)["UploadId"]
         self._raise_failed()
         self.slots.acquire()
         number = len(self.parts) + 1
@@ -164,11 +191,16 @@ class S3Writer(Writer):
 
     def _upload_part(self, number: int, data: bytearray) -> dict[str, Any]:
         try:
+            declared = {"ChecksumAlgorithm": self.checksum} if self.checksum else {}
             out = self.fs.call_s3(
                 "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
-                Body=data,
+                Body=data, **declared,
             )
-            return {"PartNumber": number, "ETag": out["ETag"]}
+            part = {"PartNumber": number, "ETag": out["ETag"]}
+            echoed = out.get(f"Checksum{self.checksum}") if self.checksum else None
+            if echoed:
+                part[f"Checksum{self.checksum}"] = echoed
+            return part
         finally:
             self.slots.release()
 

@@ -13,7 +13,7 @@ import paramiko
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from tests.transfer.conftest import KINDS, KnownHostsSFTP, SiteFactory, dataset, manifest, populate, sftp_fs
+from tests.transfer.conftest import KINDS, KnownHostsSFTP, SiteFactory, dataset, manifest, populate, s3_fs, sftp_fs
 from transfer import (
     ChecksumMismatchError,
     FileEntry,
@@ -22,6 +22,7 @@ from transfer import (
     copy_files,
     verify_files,
 )
+from transfer.objectstore import part_checksum
 
 
 def _sha(data: bytes) -> str:
@@ -390,3 +391,46 @@ def test_a_large_file_reaches_a_remote_store_whole(dst_kind: str, site_factory: 
     dst.fs.invalidate_cache()
     assert dst.fs.info(f"{dst.root}/large.bin")["size"] == len(data)
     assert verify_files(dst.fs, dst.root, [entry]) == []
+
+
+def test_a_multipart_upload_gets_the_checksum_boto3_gives_the_same_bytes(site_factory: SiteFactory,
+                                                                      moto_server: Any, tmp_path: Path) -> None:
+    """The upload declares CRC32 and completes with each part's CRC32, as ``upload_file`` does: the object's
+    CRC32 is the one boto3 gives the same bytes in the same 8 MiB parts (undeclared, it had none)."""
+    src, dst = site_factory("file", "src"), site_factory("s3", "dst")
+    data = os.urandom(3 * 8 * 2**20 + 5)  # four parts
+    populate(src, {"big.bin": data})
+    entry = FileEntry("big.bin", len(data), _sha(data))
+    copy_files(src.fs, src.root, dst.fs, dst.root, [entry])
+    client = boto3.client("s3", endpoint_url=moto_server.endpoint_url, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    bucket, _, prefix = dst.root.partition("/")
+    ours = client.head_object(Bucket=bucket, Key=f"{prefix}/big.bin", ChecksumMode="ENABLED")
+    (tmp_path / "big.bin").write_bytes(data)
+    client.upload_file(str(tmp_path / "big.bin"), bucket, "boto3/big.bin")
+    theirs = client.head_object(Bucket=bucket, Key="boto3/big.bin", ChecksumMode="ENABLED")
+    assert ours["ChecksumCRC32"] == theirs["ChecksumCRC32"]
+    assert ours["ContentLength"] == len(data)
+    assert verify_files(dst.fs, dst.root, [entry]) == []
+
+
+def test_a_client_that_computes_no_checksums_declares_none(moto_server: Any, site_factory: SiteFactory) -> None:
+    """With ``request_checksum_calculation="when_required"`` the parts carry no CRC32: the upload declares
+    no algorithm, and the object is still published whole and verified."""
+    import s3fs
+
+    src = site_factory("file", "src")
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, config_kwargs={"request_checksum_calculation": "when_required"},
+                           **moto_server.storage_options())
+    bucket = "tr-nosums"
+    fs.mkdir(bucket)
+    assert part_checksum(fs) is None
+    assert part_checksum(s3_fs(moto_server)) == "CRC32"  # the default client computes them
+    assert part_checksum(LocalFileSystem()) is None
+    data = os.urandom(2 * 8 * 2**20 + 3)
+    populate(src, {"big.bin": data})
+    entry = FileEntry("big.bin", len(data), _sha(data))
+    copy_files(src.fs, src.root, fs, f"{bucket}/out", [entry])
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{bucket}/out/big.bin") == data
+    assert verify_files(fs, f"{bucket}/out", [entry]) == []
