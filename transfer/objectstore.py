@@ -119,11 +119,10 @@ def part_checksum(fs: Any) -> str | None:
     """``"CRC32"`` when ``fs``'s botocore client computes request checksums where S3 supports them (botocore
     1.36's default, ``request_checksum_calculation="when_supported"``), else ``None``.
 
-    The client then sends a CRC32 with every part anyway. A multipart upload that declares the algorithm
-    when it is created, and names each part's checksum when it is completed, gets a composite checksum
-    from the parts, as boto3's ``upload_file`` does. Undeclared, the server has parts whose checksums it
-    was not told to combine: moto_server then spent twice the CPU per GiB on a 1 GiB upload (12.5-12.9 s
-    against 5.1-6.1), which halved the upload's rate.
+    Such a client sends a CRC32 with every part anyway. A multipart upload that declares the algorithm
+    when it is created, and names each part's checksum when it is completed, gets a checksum combined
+    from the parts, as boto3's ``upload_file`` does. Undeclared, moto_server spent twice the CPU per GiB
+    on a 1 GiB upload (12.5-12.9 s against 5.1-6.1), which halved the upload's rate.
     """
     try:
         client = fs.s3  # connects a synchronous s3fs that has not connected yet

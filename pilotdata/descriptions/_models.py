@@ -54,7 +54,6 @@ class _FieldSpec:
     required: bool
     default: Any
     """The field's default (a factory's product for a factory field), ``MISSING`` when it has none."""
-    from_factory: bool
     checked_default: Any
     """``check`` applied to :attr:`default` once: a defaulted field is not checked again per instance (a
     bulk submission validates thousands of descriptions; the defaults' checks were two thirds of it)."""
@@ -80,11 +79,10 @@ class _FieldSpec:
 def _spec_of(f: Field[Any]) -> _FieldSpec:
     key, check = _key(f), f.metadata["check"]
     factory = f.default_factory
-    from_factory = callable(factory)
     default = factory() if callable(factory) else f.default
     checked = check(key, default) if default is not MISSING and default is not None else default
     return _FieldSpec(f.name, key, check, f.metadata.get("load"), f.metadata.get("dump") or _json,
-                      default is MISSING, default, from_factory, checked)
+                      default is MISSING, default, checked)
 
 
 _SPECS: dict[type, tuple[_FieldSpec, ...]] = {}
