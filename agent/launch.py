@@ -16,6 +16,8 @@
   a SLURM allocation (``SLURM_JOB_ID`` set) when ``srun`` supports ``--mpi=pmix``, ``srun -n N``.
 * Every CU is the leader of its own process group (a new session), so a timeout or a cancel kills
   the whole tree: SIGTERM to the group, SIGKILL after a grace period.
+* The process is started by :func:`agent.child.start`: CPython's own ``fork_exec`` without Popen's
+  Python around it, which costs the agent about as much CPU as the start itself.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.child import ChildProcess, start
 from agent.task import CUFailed, Task
 
 _VAR = re.compile(r"\\\$|\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -199,7 +202,7 @@ class Launched:
     timeout polls with growing sleeps and would add milliseconds to every short CU.
     """
 
-    process: subprocess.Popen[bytes]
+    process: ChildProcess
     pidfd: int | None = None
 
     def __post_init__(self) -> None:
@@ -284,24 +287,23 @@ def spawn(argv: Sequence[str], sandbox: Path, env: Mapping[str, str], stdout: Pa
         os.close(out)
         raise CUFailed(f"cannot open error file {str(stderr)!r}: {exc.strerror or exc}") from exc
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=sandbox,
-            env=dict(env),
-            stdin=_stdin(),
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except FileNotFoundError as exc:
-        raise CUFailed(f"executable not found: {argv[0]}") from exc
-    except PermissionError as exc:
-        raise CUFailed(f"executable not executable: {argv[0]}") from exc
+        proc = start(argv, sandbox, env, _stdin(), out, err)
     except OSError as exc:
-        raise CUFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+        raise _start_failure(exc, argv[0], sandbox) from exc
     finally:
         os.close(out)
         if err != out:
             os.close(err)
     return Launched(proc)
+
+
+def _start_failure(exc: OSError, executable: str, sandbox: Path) -> CUFailed:
+    """Why a CU process did not start, naming the sandbox when entering it failed, else the executable."""
+    where = os.fsdecode(exc.filename) if exc.filename is not None else None
+    if where == os.fspath(sandbox) and where != executable:  # (equal: exec of the sandbox itself failed)
+        return CUFailed(f"cannot enter the sandbox {os.fspath(sandbox)!r}: {exc.strerror or exc}")
+    if isinstance(exc, FileNotFoundError):
+        return CUFailed(f"executable not found: {executable}")
+    if isinstance(exc, PermissionError):
+        return CUFailed(f"executable not executable: {executable}")
+    return CUFailed(f"cannot start {executable}: {exc.strerror or exc}")

@@ -1,6 +1,9 @@
 """Starting a CU process (:func:`agent.launch.spawn`): what the CU sees from inside (its directory, its whole
 environment, its three standard descriptors and no other, a session of its own, default SIGPIPE) and what
-the agent sees (exit codes, signals, timeouts, start failures named, nothing left open).
+the agent sees (exit codes, signals, timeouts, start failures named, nothing left open or unreaped).
+
+Every test runs both ways a process can start (:mod:`agent.child`): CPython's ``fork_exec`` called
+directly, and :class:`subprocess.Popen`, which other Pythons use.
 """
 
 from __future__ import annotations
@@ -15,8 +18,22 @@ from pathlib import Path
 
 import pytest
 
+from agent import child
+from agent.child import Child
 from agent.launch import spawn
 from agent.task import CUFailed
+
+
+@pytest.fixture(autouse=True, params=["fork_exec", "popen"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Start processes the direct way, then through Popen (the direct way is skipped where it is off)."""
+    if request.param == "popen":
+        monkeypatch.setattr(child, "DIRECT", False)
+    elif not child.DIRECT:
+        pytest.skip("this Python starts processes through Popen only")
+    else:
+        monkeypatch.setattr(child, "DIRECT", True)  # restored after a test that gives it up
+    return str(request.param)
 
 PROBE = """
 import json, os, sys
@@ -120,6 +137,96 @@ def test_a_cu_that_cannot_start_fails_with_its_reason(tmp_path: Path, make: obje
 def test_bad_environment_is_refused_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         spawn(["/bin/true"], tmp_path, {"A": "x\0y"}, tmp_path / "out", tmp_path / "err")
+
+
+def test_the_way_a_cu_starts_is_the_one_chosen(tmp_path: Path, way: str) -> None:
+    launched = spawn(["/bin/true"], tmp_path, {}, tmp_path / "out", tmp_path / "err")
+    assert launched.wait(30) == 0
+    assert isinstance(launched.process, Child) is (way == "fork_exec")
+    assert launched.process.returncode == 0
+
+
+def test_a_sandbox_that_cannot_be_entered_is_named(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    with pytest.raises(CUFailed) as failed:
+        spawn(["/bin/true"], gone, {}, tmp_path / "out", tmp_path / "err")
+    assert failed.value.reason.startswith(f"cannot enter the sandbox {str(gone)!r}: ")
+
+
+def test_a_bare_command_is_found_on_the_cus_own_path(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    _file(bindir / "hello", 0o755, b"#!/bin/sh\necho hello from $0\n")
+    out = tmp_path / "out"
+    launched = spawn(["hello"], tmp_path, {"PATH": f"/nonexistent:{bindir}"}, out, out)
+    assert launched.wait(30) == 0
+    assert out.read_text() == f"hello from {bindir / 'hello'}\n"
+    with pytest.raises(CUFailed) as failed:  # the agent's PATH is not searched: only the CU's
+        spawn(["hello"], tmp_path, {"PATH": "/nonexistent"}, out, out)
+    assert failed.value.reason == "executable not found: hello"
+
+
+def test_a_failed_start_leaves_no_child_behind(tmp_path: Path) -> None:
+    """The child that reported its failed exec is reaped: no zombie of it stays."""
+    exe = _file(tmp_path / "noshebang", 0o755, b"\x00\x01binary junk")
+    for _ in range(3):
+        with pytest.raises(CUFailed):
+            spawn([str(exe)], tmp_path, {}, tmp_path / "out", tmp_path / "err")
+    assert _zombies() == []
+
+
+@pytest.mark.parametrize("way", ["fork_exec"], indirect=True)  # only the direct way can be refused
+def test_a_refused_fork_exec_falls_back_to_popen_for_good(tmp_path: Path, way: str,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A Python whose ``fork_exec`` takes other arguments: the CU starts through Popen, and so does every
+    later one (one warning); an input at fault is not taken for that."""
+    calls: list[int] = []
+
+    def changed(*args: object) -> int:
+        calls.append(len(args))
+        raise TypeError(f"fork_exec() takes 22 positional arguments but {len(args)} were given")
+
+    with pytest.raises(TypeError):  # an argument no way can start: the direct way stays
+        spawn(["/bin/true", 3], tmp_path, {}, tmp_path / "out", tmp_path / "err")  # type: ignore[list-item]
+    assert child.DIRECT is True
+    monkeypatch.setattr(child, "_fork_exec", changed)
+    for _ in range(2):
+        launched = spawn(["/bin/sh", "-c", "exit 4"], tmp_path, {}, tmp_path / "out", tmp_path / "err")
+        assert isinstance(launched.process, subprocess.Popen)
+        assert launched.wait(30) == 4
+    assert calls == [23]
+    assert child.DIRECT is False
+    assert [r.getMessage() for r in caplog.records if "fork_exec refused" in r.getMessage()] == [
+        "starting CU processes through subprocess.Popen from now on: this Python's _posixsubprocess.fork_exec "
+        "refused the call (fork_exec() takes 22 positional arguments but 23 were given)"]
+
+
+def test_waiting_with_a_timeout_polls_until_the_end(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    launched = spawn(["/bin/sh", "-c", "sleep 0.3; exit 5"], tmp_path, {}, out, out)
+    with pytest.raises(subprocess.TimeoutExpired):
+        launched.process.wait(0.05)
+    assert launched.process.poll() is None
+    assert launched.process.wait(30) == 5
+    assert launched.process.poll() == 5
+    launched.close()
+
+
+def _zombies() -> list[int]:
+    """This process's children that have ended and are not reaped."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if state == "Z" and int(ppid) == os.getpid():
+            found.append(int(entry))
+    return found
 
 
 def _file(path: Path, mode: int, content: bytes = b"#!/bin/sh\n") -> Path:
