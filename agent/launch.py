@@ -198,8 +198,9 @@ def build_argv(task: Task, sandbox: Path, env: Mapping[str, str], mpi_launcher: 
 class Launched:
     """A running CU process (leader of its own process group).
 
-    Waiting uses a pidfd (Linux >= 5.3) so the exit is seen the moment it happens; Popen.wait with a
-    timeout polls with growing sleeps and would add milliseconds to every short CU.
+    Waiting uses a pidfd (Linux >= 5.3) so the exit is seen the moment it happens; the process's own wait
+    with a timeout (:meth:`agent.child.Child.wait`, as Popen's) polls with growing sleeps and would add
+    milliseconds to every short CU.
     """
 
     process: ChildProcess
