@@ -180,7 +180,10 @@ def test_prefetch_grows_for_millisecond_cus_and_stays_one_round_for_longer_ones(
     assert agent.prefetch() == 2  # nothing ran yet: one extra round of slots
     for _ in range(50):
         agent.ran(0.0005)
-    assert agent.prefetch() == 2 * PREFETCH_MAX  # ~0.5 ms CUs: hold up to 16 per slot
+    assert agent.prefetch() == 2 * PREFETCH_MAX == 128  # ~0.5 ms CUs: hold up to 64 per slot
+    for _ in range(200):
+        agent.ran(0.002)
+    assert agent.prefetch() == 50  # 2 ms CUs: 50 ms of work on the two slots, under the cap
     for _ in range(60):
         agent.ran(2.0)
     assert agent.prefetch() == 2  # long CUs: other pilots must not wait behind a backlog here
