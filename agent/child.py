@@ -4,7 +4,7 @@
 ``_posixsubprocess.fork_exec``, the C function that does the work (``vfork``; in the child the session,
 the descriptors, the directory, the default signals, ``exec``), in about 60 us of Python per process:
 argument checks, the environment's encoding, its bookkeeping, audit hooks. Measured alone it doubles
-the parent's CPU per spawn (115-124 us against 58); in the agent it is 25-45 us of the CPU per CU at a
+the parent's CPU per spawn (115-124 us against 58); in the agent it is 20-45 us of the CPU per CU at a
 thousand CUs a second. :func:`start` calls the function itself with the arguments Popen passes for this
 use (every descriptor closed but the three given, a new session, default signals, ``vfork`` allowed),
 reads the child's error report the way Popen does, and raises the same :class:`OSError`. :class:`Child`
