@@ -8,8 +8,9 @@ median in microseconds. The marks of one CU:
 
 * ``start``: its worker thread begins (the slot is taken);
 * ``spawn``: sandbox, environment and argv are ready; the output files are opened next;
-* ``vfork`` / ``exec``: around CPython's ``_fork_exec`` (the thread waits until the child has exec'd);
-* ``spawned``: ``Popen`` has returned (the pidfd is open, the reaper told);
+* ``vfork`` / ``exec``: around CPython's ``fork_exec`` (the thread waits until the child has exec'd),
+  called by :mod:`agent.child` (or by ``Popen`` where that module uses it);
+* ``spawned``: the process has started (the pidfd is open, the reaper told);
 * ``exited``: the worker saw the process end;
 * ``end``: Done queued, the slot released; ``end -> start`` is the hand-over to the next held CU.
 
@@ -32,7 +33,7 @@ from typing import Any
 def _install(target: str) -> None:
     import subprocess
 
-    from agent import executors, worker
+    from agent import child, executors, worker
     from agent import main as agent_main
 
     marks: list[list[tuple[str, float]]] = []
@@ -59,7 +60,9 @@ def _install(target: str) -> None:
 
     around(worker.CUWorker, "run", "start", "end")
     around(executors.LocalExecutor, "spawn", "spawn", "spawned")
-    around(subprocess, "_fork_exec", "vfork", "exec")
+    around(subprocess, "_fork_exec", "vfork", "exec")  # the way other Pythons start a CU
+    if child._fork_exec is not None:
+        around(child, "_fork_exec", "vfork", "exec")  # the direct way (agent.child.DIRECT)
     real_wait = worker.CUWorker._wait
 
     def wait(self: Any, launched: Any) -> Any:
