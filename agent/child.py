@@ -174,6 +174,12 @@ def _start_direct(argv: Sequence[str], cwd: Path, env: Mapping[str, str], stdin:
         executables = tuple(os.path.join(encode(d), executable) for d in os.get_exec_path(dict(env)))
     directory = os.fspath(cwd)
     report_read, report_write = os.pipe()  # close-on-exec: it closes in the child when exec succeeds
+    low: list[int] = []
+    while report_write < 3:  # the agent's own 0-2 were closed: the child's dup2 would overwrite it
+        low.append(report_write)
+        report_write = os.dup(report_write)
+    for fd in low:
+        os.close(fd)
     try:
         try:
             pid = _fork_exec(

@@ -202,6 +202,35 @@ def test_a_refused_fork_exec_falls_back_to_popen_for_good(tmp_path: Path, way: s
         "refused the call (fork_exec() takes 22 positional arguments but 23 were given)"]
 
 
+LOW_FDS = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from agent import child
+child.DIRECT = sys.argv[2] == "fork_exec"
+work = Path(sys.argv[3])
+for fd in (0, 1, 2):
+    os.close(fd)
+out = os.open(work / "out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # takes 0, the report pipe 1 and 2
+started = child.start(["/bin/sh", "-c", "echo ran; exit 7"], work, {}, out, out, out)
+lines = [f"code {started.wait()}"]
+try:
+    child.start([str(work / "missing")], work, {}, out, out, out)
+except OSError as exc:
+    lines.append(f"failed {type(exc).__name__}")
+(work / "result").write_text("\\n".join(lines))
+"""
+
+
+def test_an_agent_without_standard_descriptors_still_hears_a_failed_start(tmp_path: Path, way: str) -> None:
+    """With the agent's 0-2 closed, the error report pipe is moved above them (the child's dup2 would take
+    it over) and a missing executable is still reported."""
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", LOW_FDS, str(repo), way, str(tmp_path)], check=True, timeout=60)
+    assert (tmp_path / "result").read_text().split("\n") == ["code 7", "failed FileNotFoundError"]
+    assert (tmp_path / "out").read_text() == "ran\n"
+
+
 def test_waiting_with_a_timeout_polls_until_the_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
     launched = spawn(["/bin/sh", "-c", "sleep 0.3; exit 5"], tmp_path, {}, out, out)
