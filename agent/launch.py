@@ -17,7 +17,7 @@
 * Every CU is the leader of its own process group (a new session), so a timeout or a cancel kills
   the whole tree: SIGTERM to the group, SIGKILL after a grace period.
 * The process is started by :func:`agent.child.start`: CPython's own ``fork_exec`` without Popen's
-  Python around it, which costs the agent about as much CPU as the start itself.
+  Python around it, which was half of the agent's CPU per start.
 """
 
 from __future__ import annotations
