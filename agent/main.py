@@ -80,6 +80,9 @@ With 0.7 ms CUs on 2 slots the agent claims again while 64 CUs, 22 ms of the slo
 enough to ride through a claim that waits 20-30 ms behind other clients' scripts in a Redis server sharing
 the cores. At 16 per slot (6 ms held at the claim) both slots went idle for 2-24 ms at a time."""
 
+RUN_WINDOW = 10
+"""The run-time estimate that sizes the prefetch weighs the newest CU 1/10 (the first ten: their mean)."""
+
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 """The signals that stop the agent (a batch system's end of the job, Ctrl-C, a lost terminal)."""
 
@@ -142,6 +145,8 @@ class Agent:
         self._next_watch = 0.0
         self._run_seconds: float | None = None
         """Moving average of the CUs' run times (None until one ended)."""
+        self._runs = 0
+        """CUs whose run time went into :attr:`_run_seconds`."""
         self._unreleased: set[str] = set()
         """CUs let go of whose release failed (coordination down): retried by :meth:`watch`."""
         self._signal_pipe: int | None = None
@@ -246,19 +251,30 @@ class Agent:
             self._workers.pop(worker.task.id, None)
 
     def ran(self, seconds: float) -> None:
-        """Fold a CU's run time into the moving average that sizes the prefetch."""
+        """Fold a CU's run time into the moving average that sizes the prefetch.
+
+        The plain mean of the first :data:`RUN_WINDOW` run times, then an exponential average with the
+        same weight for the newest: one quick first CU does not set the estimate alone.
+        """
         with self._workers_lock:
+            self._runs += 1
             avg = self._run_seconds
-            self._run_seconds = seconds if avg is None else 0.9 * avg + 0.1 * seconds
+            self._run_seconds = seconds if avg is None else avg + (seconds - avg) / min(self._runs, RUN_WINDOW)
 
     def prefetch(self) -> int:
-        """CUs to hold beyond the free slots: one per slot, more for CUs that take milliseconds."""
+        """CUs to hold beyond the free slots: one per slot, more for CUs that take milliseconds.
+
+        Never more than the CUs seen ending so far (a slow start): the estimate of a few CUs must not let
+        this pilot take a whole queue that other pilots share.
+        """
         total = self.slots.total
         with self._workers_lock:
             avg = self._run_seconds
+            runs = self._runs
         if avg is None or avg >= PREFETCH_SECONDS:
             return total
-        return min(total * PREFETCH_MAX, max(total, int(total * PREFETCH_SECONDS / max(avg, 1e-4))))
+        wanted = int(total * PREFETCH_SECONDS / max(avg, 1e-4))
+        return min(total * PREFETCH_MAX, max(total, min(wanted, runs)))
 
     def _pilot_final(self, state: str) -> None:
         self.request_stop(f"pilot moved to {state} by a client", PilotState(state))

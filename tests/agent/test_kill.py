@@ -47,11 +47,18 @@ def test_kill_9_of_an_agent_loses_no_cu_and_completes_none_twice(backend: Backen
     for pilot in ("victim", "survivor"):
         coord.create(Kind.PILOT, pilot, {})
         coord.transition(Kind.PILOT, pilot, "Pending")
-    submit_many(coord, descriptions)
     common = ("--slots", "4", "--heartbeat-ttl", "2", "--max-reassign", "3", "--kill-grace", "1")
     victim = AgentProcess(backend.url, backend.namespace, "victim", tmp_path / "victim", *common)
     survivor = AgentProcess(backend.url, backend.namespace, "survivor", tmp_path / "survivor", *common)
     try:
+        # both agents up before any work: the run lasts about a second, and an agent that started late
+        # would find most CUs done by the other (CI once saw the victim never run two CUs after 40 done)
+        def registered() -> bool:
+            return all(coord.get(Kind.PILOT, p).state == "Running" for p in ("victim", "survivor"))
+
+        wait_until(registered, 30, "both agents to register")
+        submit_many(coord, descriptions)
+
         def victim_busy() -> bool:
             done = sum(1 for r in coord.get_many(Kind.CU, list(descriptions)) if r and r.state == "Done")
             running = [

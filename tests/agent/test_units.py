@@ -180,7 +180,10 @@ def test_prefetch_grows_for_millisecond_cus_and_stays_one_round_for_longer_ones(
     assert agent.prefetch() == 2  # nothing ran yet: one extra round of slots
     for _ in range(50):
         agent.ran(0.0005)
-    assert agent.prefetch() == 2 * PREFETCH_MAX == 128  # ~0.5 ms CUs: hold up to 64 per slot
+    assert agent.prefetch() == 50  # ~0.5 ms CUs, but only 50 seen ending: no more held than that yet
+    for _ in range(150):
+        agent.ran(0.0005)
+    assert agent.prefetch() == 2 * PREFETCH_MAX == 128  # 200 seen: hold up to 64 per slot
     for _ in range(200):
         agent.ran(0.002)
     assert agent.prefetch() == 50  # 2 ms CUs: 50 ms of work on the two slots, under the cap
@@ -190,6 +193,24 @@ def test_prefetch_grows_for_millisecond_cus_and_stays_one_round_for_longer_ones(
     for _ in range(60):
         agent.ran(0.01)
     assert 2 < agent.prefetch() <= 2 * PREFETCH_MAX
+    coord.close()
+
+
+def test_one_quick_first_cu_does_not_size_the_prefetch_alone(tmp_path: Path) -> None:
+    """CI once saw one agent of two take 184 of 200 queued CUs after its first CU (an ``sh`` running
+    ``sleep 0.00``) took a millisecond: the estimate was that one run time, and the other pilot starved."""
+    from agent.main import PREFETCH_SECONDS, RUN_WINDOW, Agent
+    from pilotdata.coordination import connect
+
+    coord = connect(f"sqlite:///{tmp_path / 'c.sqlite'}", "ns")
+    agent = Agent(parse_args(["--pilot", "p1", "--url", "sqlite:///unused"]), coord)
+    agent.slots = NodeSlots([Node("localhost", 4)])
+    agent.ran(0.001)
+    assert agent.prefetch() == 4  # one CU seen: hold no more than a round of slots
+    for seconds in [0.03, 0.05, 0.02, 0.04, 0.03, 0.05, 0.02, 0.04, 0.03]:
+        agent.ran(seconds)
+    mean = (0.001 + 0.03 + 0.05 + 0.02 + 0.04 + 0.03 + 0.05 + 0.02 + 0.04 + 0.03) / RUN_WINDOW
+    assert agent.prefetch() == int(4 * PREFETCH_SECONDS / mean) == 6  # the mean of the first ten sizes it
     coord.close()
 
 
