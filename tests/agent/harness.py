@@ -127,6 +127,12 @@ def wait_state(coord: Coordination, cu_id: str, state: str, timeout: float = 20.
     wait_until(lambda: coord.get(Kind.CU, cu_id).state == state, timeout, f"CU {cu_id} to be {state}")
 
 
+def wait_registered(coord: Coordination, pilots: Sequence[str], timeout: float = 30.0) -> None:
+    """Wait (bounded) until every pilot's agent has registered (the pilot is Running)."""
+    wait_until(lambda: all(coord.get(Kind.PILOT, p).state == "Running" for p in pilots), timeout,
+               f"the agents of {', '.join(pilots)} to register")
+
+
 def all_events(coord: Coordination) -> list[Event]:
     """Every event in the stream, oldest first."""
     events: list[Event] = []

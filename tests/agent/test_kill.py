@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pilotdata.states import Kind
 from tests.agent.conftest import Backend
-from tests.agent.harness import AgentProcess, all_events, sh, submit_many
+from tests.agent.harness import AgentProcess, all_events, sh, submit_many, wait_registered
 from tests.servers import wait_until
 
 N_CUS = 200
@@ -53,10 +53,7 @@ def test_kill_9_of_an_agent_loses_no_cu_and_completes_none_twice(backend: Backen
     try:
         # both agents up before any work: the run lasts about a second, and an agent that started late
         # would find most CUs done by the other (CI once saw the victim never run two CUs after 40 done)
-        def registered() -> bool:
-            return all(coord.get(Kind.PILOT, p).state == "Running" for p in ("victim", "survivor"))
-
-        wait_until(registered, 30, "both agents to register")
+        wait_registered(coord, ("victim", "survivor"))
         submit_many(coord, descriptions)
 
         def victim_busy() -> bool:

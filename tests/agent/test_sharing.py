@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pilotdata.states import Kind
 from tests.agent.conftest import Backend
-from tests.agent.harness import AgentProcess, all_events, sh, submit_many
+from tests.agent.harness import AgentProcess, all_events, sh, submit_many, wait_registered
 from tests.servers import wait_until
 
 N_CUS = 200
@@ -32,8 +32,7 @@ def test_two_pilots_share_a_queue_of_short_cus_fairly(backend: Backend, tmp_path
     common = ("--slots", "4", "--heartbeat-ttl", "5", "--kill-grace", "1")
     agents = [AgentProcess(backend.url, backend.namespace, p, tmp_path / p, *common) for p in PILOTS]
     try:
-        wait_until(lambda: all(coord.get(Kind.PILOT, p).state == "Running" for p in PILOTS), 30,
-                   "both agents to register")
+        wait_registered(coord, PILOTS)
         submit_many(coord, descriptions)
 
         def all_done() -> bool:
