@@ -51,8 +51,8 @@ def test_kill_9_of_an_agent_loses_no_cu_and_completes_none_twice(backend: Backen
     victim = AgentProcess(backend.url, backend.namespace, "victim", tmp_path / "victim", *common)
     survivor = AgentProcess(backend.url, backend.namespace, "survivor", tmp_path / "survivor", *common)
     try:
-        # both agents up before any work: the run lasts about a second, and an agent that started late
-        # would find most CUs done by the other (CI once saw the victim never run two CUs after 40 done)
+        # both agents up before any work: the run lasts about a second, so an agent that started late
+        # would find most CUs done by the other (see also tests/agent/test_sharing.py)
         wait_registered(coord, ("victim", "survivor"))
         submit_many(coord, descriptions)
 
