@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "Hash", "available", "check_algorithm", "check_digest", "cheap",
-           "new_hash"]
+           "hash_bytes", "new_hash"]
 
 DEFAULT_ALGORITHM = "sha256"
 ALGORITHMS = ("sha256", "blake3", "xxh128")
@@ -100,3 +101,29 @@ def new_hash(name: str) -> Hash:
             f"checksum algorithm {name!r} needs the {_PACKAGE[name]!r} package: "
             f"pip install 'pilot-data[fast-hash]' (or pip install {_PACKAGE[name]})"
         ) from exc
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _blake3_hex(data: bytes) -> str:
+    from blake3 import blake3
+
+    return str(blake3(data).hexdigest())
+
+
+def hash_bytes(name: str) -> Callable[[bytes], str]:
+    """A function returning the hex digest of one buffer in algorithm ``name`` (for files read whole).
+
+    Raises :class:`ValueError` as :func:`new_hash` does for an unknown algorithm or a missing library.
+    """
+    new_hash(name)
+    if name == "sha256":
+        return _sha256_hex
+    if name == "blake3":
+        return _blake3_hex
+    import xxhash
+
+    one_shot: Callable[[bytes], str] = xxhash.xxh3_128_hexdigest
+    return one_shot

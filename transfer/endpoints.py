@@ -224,11 +224,15 @@ class LocalEndpoint(Endpoint):
     def __init__(self, fs: Any, root: str, *, read_only: bool = False) -> None:
         super().__init__(fs, root, read_only=read_only)
         self.root = os.path.abspath(self.root or ".")
+        self._prefix = self.root if self.root.endswith(os.sep) else self.root + os.sep
         self._anonymous = True
+        self.stamp_writes = True
+        """Whether written files are stamped for a stat record (:class:`LocalWriter`'s ``stamp``); the copy
+        engine turns it off when it keeps no records."""
 
     def path(self, rel: str) -> str:
-        """Absolute local path of ``rel``."""
-        return os.path.join(self.root, rel)
+        """Absolute local path of ``rel`` (a normalised relative name: the root and ``rel`` joined)."""
+        return self._prefix + rel
 
     def url(self, rel: str) -> str:
         """``file://`` URL of ``rel``."""
@@ -306,9 +310,12 @@ class LocalEndpoint(Endpoint):
 
     def writer(self, rel: str, size_hint: int | None) -> LocalWriter:
         """An unnamed file in the destination directory (else a part file beside the final name)."""
-        final = self.path(rel)
-        self._makedirs(os.path.dirname(final))
-        writer = LocalWriter(final, self.read_only, anonymous=self._anonymous)
+        final = self._prefix + rel
+        parent = final[: final.rfind(os.sep)] or os.sep
+        if parent not in self._dirs:
+            self._makedirs(parent)
+        writer = LocalWriter(final, self.read_only, anonymous=self._anonymous, stamp=self.stamp_writes,
+                             directory=parent)
         if self._anonymous and writer.tmp is not None:
             self._anonymous = False  # this filesystem has no O_TMPFILE: do not ask again
         return writer
@@ -347,20 +354,24 @@ class LocalWriter(Writer):
     ``.<name>.part-<token>`` beside ``final`` and ``os.replace`` publishes it.
     """
 
-    def __init__(self, final: str, read_only: bool = False, *, anonymous: bool = True) -> None:
+    def __init__(self, final: str, read_only: bool = False, *, anonymous: bool = True, stamp: bool = True,
+                 directory: str | None = None) -> None:
         self.final = final
         self.read_only = read_only
+        self.stamp = stamp
+        """Whether :meth:`publish` settles the mtime and keeps :attr:`published` (for a stat record)."""
         self.tmp: str | None = None
         """The part file's name, or None while the data is in an unnamed file."""
         self.published: os.stat_result | None = None
-        """The file's stat once published (what :mod:`transfer.verified` records)."""
+        """The file's stat once published (what :mod:`transfer.verified` records); None without ``stamp``."""
         self.published_since = 0
         """:func:`~transfer.verified.fs_clock_ns` just before the file got its name: its content was final then."""
         self.fd = -1
         self._open = False
         if anonymous and _O_TMPFILE and _PROC_FD:
             try:
-                self.fd = os.open(os.path.dirname(final) or ".", os.O_RDWR | _O_TMPFILE | _CLOEXEC, 0o666)
+                where = directory if directory is not None else (os.path.dirname(final) or ".")
+                self.fd = os.open(where, os.O_RDWR | _O_TMPFILE | _CLOEXEC, 0o666)
             except OSError as exc:
                 if exc.errno not in _NO_TMPFILE:
                     raise
@@ -412,17 +423,20 @@ class LocalWriter(Writer):
     def publish(self) -> None:
         """Stamp, chmod a-w if read-only, then link the unnamed file in (or ``os.replace`` the part file).
 
-        The stamp: atime and mtime one nanosecond before the file system's clock
-        (:func:`~transfer.verified.settle_mtime`), so any later write shows in the stat that
-        :attr:`published` records, even within the clock tick of this one.
+        The stamp (unless ``stamp`` is false: nothing will record the file): atime and mtime one
+        nanosecond before the file system's clock (:func:`~transfer.verified.settle_mtime`), so any
+        later write shows in the stat that :attr:`published` records, even within the clock tick of
+        this one.
         """
-        settle_mtime(self.fd)
-        self.published_since = fs_clock_ns()
+        if self.stamp:
+            settle_mtime(self.fd)
+            self.published_since = fs_clock_ns()
         if self.read_only:
             os.fchmod(self.fd, 0o444)
         if self.tmp is not None:
             os.replace(self.tmp, self.final)
-            self.published = os.fstat(self.fd)
+            if self.stamp:
+                self.published = os.fstat(self.fd)
             self._close()
             return
         # An absolute source ignores src_dir_fd, but passing one makes CPython call linkat() with
@@ -438,7 +452,8 @@ class LocalWriter(Writer):
             except BaseException:
                 _unlink_quietly(part)
                 raise
-        self.published = os.fstat(self.fd)
+        if self.stamp:
+            self.published = os.fstat(self.fd)
         self._close()
 
     def abort(self) -> None:

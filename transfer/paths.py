@@ -25,6 +25,8 @@ from transfer.errors import UnsafePathError
 __all__ = ["check_names", "ensure_local_within", "is_part_name", "join", "normalize_relpath", "part_name"]
 
 _MAX_COMPONENT = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""ASCII control characters (NUL, newline, DEL ...): never part of a DataUnit file name."""
 
 
 def normalize_relpath(name: str) -> str:
@@ -33,7 +35,7 @@ def normalize_relpath(name: str) -> str:
         raise UnsafePathError(f"file name must be a string, not {type(name).__name__}: {name!r}")
     if not name:
         raise UnsafePathError("empty file name", path=name)
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if _CONTROL.search(name):
         raise UnsafePathError(f"file name {name!r} contains a control character (NUL, newline ...)", path=name)
     if "\\" in name:
         raise UnsafePathError(f"file name {name!r} contains a backslash", path=name)
@@ -64,7 +66,12 @@ def check_names(names: Iterable[str]) -> list[str]:
         if name in seen:
             raise UnsafePathError(f"file name {name!r} is listed twice", path=name)
         seen.add(name)
-    dirs = {name[:i] for name in out for i, ch in enumerate(name) if ch == "/"}
+    dirs: set[str] = set()
+    for name in out:  # every parent directory, deepest first; a known one's parents are known too
+        i = name.rfind("/")
+        while i > 0 and name[:i] not in dirs:
+            dirs.add(name[:i])
+            i = name.rfind("/", 0, i)
     clash = sorted(seen & dirs)
     if clash:
         raise UnsafePathError(f"{clash[0]!r} is listed both as a file and as a directory", path=clash[0])

@@ -21,7 +21,8 @@ same tick leaves every stamp as it was, so stamps taken then cannot vouch for la
 (:func:`fs_clock_ns`) and keeps the record only if the file's mtime is older than it (two seconds
 older for a whole-second mtime): every write after that point gives a new mtime. Files the engine
 writes itself are published with an mtime just before the clock (:func:`settle_mtime`), so they are
-recorded at once (where the file system lets the engine set times; elsewhere at their next read).
+recorded at once (where the file system lets the engine set times; elsewhere at their next read). A
+copy given no table (``stat_cache=None``) records nothing, so it leaves the stamps the writes gave.
 
 What this does not catch: bytes changed below the filesystem (bit rot, a raw device write) --
 ``pdata verify`` reads every byte for that -- and a write that also puts the old mtime back within

@@ -107,6 +107,47 @@ def test_corrupted_source_raises_checksum_mismatch_and_publishes_nothing(
         assert client.list_multipart_uploads(Bucket=dst.root.split("/")[0]).get("Uploads", []) == []
 
 
+def test_small_local_files_are_checked_before_their_names_appear(site_factory: SiteFactory,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of one read between two local paths take the engine's shortest path; every check still holds."""
+    src, dst = site_factory("file", "src"), site_factory("file", "dst")
+    good = {f"d{i % 3}/f{i}.bin": os.urandom(100 + i) for i in range(30)}
+    entries = manifest(good)
+    populate(src, good)
+    report = copy_files(src.fs, src.root, dst.fs, dst.root, entries, link=False, stat_cache=None)
+    assert report.entries == entries and report.methods == {"stream": 30}
+    assert all(dst.read(n) == data for n, data in good.items())
+
+    corrupted = dict(good, **{"d1/f7.bin": bytes([good["d1/f7.bin"][0] ^ 0xFF]) + good["d1/f7.bin"][1:]})
+    populate(src, corrupted)
+    target = site_factory("file", "corrupted")
+    with pytest.raises(ChecksumMismatchError) as info:
+        copy_files(src.fs, src.root, target.fs, target.root, entries, link=False, workers=1)
+    assert info.value.path == "d1/f7.bin" and not target.exists("d1/f7.bin")
+    # without verification the copy goes through, and the report names what was copied, not the manifest
+    unchecked = site_factory("file", "unchecked")
+    report = copy_files(src.fs, src.root, unchecked.fs, unchecked.root, entries, link=False, verify=False)
+    got = {e.path: e.digest for e in report.entries}
+    listed = {e.path: e.digest for e in entries}
+    assert got["d1/f7.bin"] == _sha(corrupted["d1/f7.bin"]) != listed["d1/f7.bin"]
+    assert all(got[n] == listed[n] for n in good if n != "d1/f7.bin")
+    assert unchecked.read("d1/f7.bin") == corrupted["d1/f7.bin"]
+
+    from transfer.endpoints import LocalWriter
+
+    real_write = LocalWriter.write
+
+    def short(self: LocalWriter, data: Any) -> None:  # a file system that keeps one byte less than it was given
+        real_write(self, bytes(data)[:-1])
+
+    monkeypatch.setattr(LocalWriter, "write", short)
+    populate(src, good)
+    lossy = site_factory("file", "lossy")
+    with pytest.raises(ChecksumMismatchError, match="stored size") as info:
+        copy_files(src.fs, src.root, lossy.fs, lossy.root, entries, link=False, workers=1)
+    assert lossy.listing() == []
+
+
 @pytest.mark.parametrize("dst_kind", KINDS)
 def test_a_source_longer_than_its_manifest_is_not_truncated_to_fit(
     dst_kind: str, site_factory: SiteFactory
