@@ -352,8 +352,9 @@ class _Copier:
     def _copy_small_local(self, entry: FileEntry, algorithm: str, reported: list[int]) -> FileEntry:
         """A file of at most one chunk between two local paths: one read, checked before anything is created.
 
-        The copy of a many-small-files DataUnit runs this once per file in one thread: it is written to
-        make few calls (a measured third of a 4 KiB file's cost was the Python around its system calls).
+        The copy of a many-small-files DataUnit runs this once per file in one thread, so it is written to
+        make few calls: the Python around a 4 KiB file's system calls was half of its cost before this
+        path was shortened, a third after (``docs/benchmarks.md``, staging).
         """
         src, dst = self.src, self.dst
         assert isinstance(src, LocalEndpoint) and isinstance(dst, LocalEndpoint)

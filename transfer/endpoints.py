@@ -351,7 +351,8 @@ class LocalWriter(Writer):
     copied about 30% faster). If the final name exists, the file is linked to a part name and
     ``os.replace``'d over it, so the replacement is atomic too. Where the filesystem has no
     O_TMPFILE (NFS, older kernels) or ``anonymous`` is false, the data goes to
-    ``.<name>.part-<token>`` beside ``final`` and ``os.replace`` publishes it.
+    ``.<name>.part-<token>`` beside ``final`` and ``os.replace`` publishes it. ``directory`` is
+    ``final``'s parent when the caller has it at hand; ``stamp`` is described at :meth:`publish`.
     """
 
     def __init__(self, final: str, read_only: bool = False, *, anonymous: bool = True, stamp: bool = True,
