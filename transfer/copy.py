@@ -141,8 +141,6 @@ class _Copier:
         self.link = bool(link) and self.local
         self.allow_symlink = link is True
         self._dst_dev: int | None = None
-        self._hash_of: dict[str, Callable[[bytes], str]] = {}
-        """One-shot digest functions by algorithm (:func:`~transfer.digests.hash_bytes`), for small files."""
         self.server_copy = (
             isinstance(src, ObjectEndpoint) and isinstance(dst, ObjectEndpoint) and same_s3_endpoint(src.fs, dst.fs)
         )
@@ -364,28 +362,19 @@ class _Copier:
         size = len(data)
         if entry.size is not None and entry.size != size:
             self._mismatch(entry, "size", entry.size, size)
-        hash_of = self._hash_of.get(algorithm)
-        if hash_of is None:
-            hash_of = self._hash_of[algorithm] = hash_bytes(algorithm)
-        digest = hash_of(data)
+        digest = hash_bytes(algorithm)(data)
         if self.verify and entry.digest is not None and entry.digest != digest:
             self._mismatch(entry, algorithm, entry.digest, digest)
         writer = dst.writer(entry.path, entry.size)
         try:
             if data:
                 writer.write(data)  # a LocalWriter's finish() does nothing: not called
-            if self.verify == "full":
-                self._check_stored(entry, writer, size, digest)
-            elif self.verify:
-                stored = writer.stored_size()
-                if stored is not None and stored != size:
-                    self._mismatch(entry, "stored size", size, stored)
+            self._check_stored(entry, writer, size, digest)
             writer.publish()
         except BaseException:
             writer.abort()
             raise
-        if self.user_progress is not None:
-            self.progress(size)
+        self.progress(size)
         reported[0] += size
         if self.stat_cache is not None:
             self._record_written(writer, algorithm, digest)

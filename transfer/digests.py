@@ -24,6 +24,7 @@ an algorithm whose library is missing raises a :class:`ValueError` with the inst
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -113,10 +114,12 @@ def _blake3_hex(data: bytes) -> str:
     return str(blake3(data).hexdigest())
 
 
+@functools.cache
 def hash_bytes(name: str) -> Callable[[bytes], str]:
     """A function returning the hex digest of one buffer in algorithm ``name`` (for files read whole).
 
-    Raises :class:`ValueError` as :func:`new_hash` does for an unknown algorithm or a missing library.
+    Looked up once per algorithm (the copy engine asks for it per small file). Raises :class:`ValueError`
+    as :func:`new_hash` does for an unknown algorithm or a missing library.
     """
     new_hash(name)
     if name == "sha256":

@@ -312,8 +312,7 @@ class LocalEndpoint(Endpoint):
         """An unnamed file in the destination directory (else a part file beside the final name)."""
         final = self._prefix + rel
         parent = final[: final.rfind(os.sep)] or os.sep
-        if parent not in self._dirs:
-            self._makedirs(parent)
+        self._makedirs(parent)
         writer = LocalWriter(final, self.read_only, anonymous=self._anonymous, stamp=self.stamp_writes,
                              directory=parent)
         if self._anonymous and writer.tmp is not None:
