@@ -54,6 +54,7 @@ from pilotdata.coordination.sqlite_backend.schema import (
     EVENTS_INSERT,
     IDS,
     MOVES,
+    MOVES_PATCHING_DATA,
     MOVES_WITH_DATA,
     create_or_check,
 )
@@ -505,12 +506,17 @@ class SQLiteCoordination(Coordination):
             moved = {e[0] for e in events}
             # the data patches of the moves that succeeded, in request order, written with the move itself:
             # one row write per entity (a second one for its data cost another write of the same row)
-            datas = self._patched_data(conn, kind, [(r.id, r.data) for r, res in zip(requests, results)
-                                                    if res.ok and r.data])
+            # (the flat patches, the usual case, are applied by SQLite; the others here)
+            flat, nested = self._split_patches(kind, [(r.id, r.data) for r, res in zip(requests, results)
+                                                      if res.ok and r.data])
+            datas = self._patched_data(conn, kind, nested)
             plain = [[i, s, a, p, json.dumps(t), d] for i, (s, a, p, t, d) in live.items()
-                     if i in moved and i not in datas]
+                     if i in moved and i not in datas and i not in flat]
             if plain:
                 conn.execute(MOVES, (ns, kind, now, _json(plain)))
+            if flat:
+                conn.execute(MOVES_PATCHING_DATA, (ns, kind, now, _json(
+                    [[i, s, a, p, json.dumps(t), d, flat[i]] for i, (s, a, p, t, d) in live.items() if i in flat])))
             if datas:
                 # the stored part and the patch are checked (string keys, no top-level None left), so one
                 # call of the encoder gives the text _data_json would, without its dumps per key
@@ -542,6 +548,41 @@ class SQLiteCoordination(Coordination):
         for owner, ids in asked.items():
             owned[owner] = set(_aggregate(conn, sql, (self.namespace, owner, _json(ids))))
         return owned
+
+    def _split_patches(
+        self, kind: str, patches: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> tuple[dict[str, str], list[tuple[str, Mapping[str, Any]]]]:
+        """Sort data patches (in request order) by who applies them: ``({id: merged patch as JSON text},
+        [(id, patch), ...])``.
+
+        An entity none of whose patches holds an object value gets its patches merged into one (a later
+        key wins; ``None`` deletes), which SQLite applies as a JSON merge patch (:data:`MOVES_PATCHING_DATA`):
+        for such values that is the data-patch rule, and the stored data is neither read into Python nor
+        encoded again. Every patch of any other entity is applied in Python (:meth:`_patched_data`). The
+        merged patches are checked as :meth:`_data_json` checks data (string keys, JSON values).
+        """
+        merged: dict[str, dict[str, Any]] = {}
+        nested: set[str] = set()
+        for entity_id, patch in patches:
+            if entity_id in nested:
+                continue
+            if any(isinstance(value, dict) for value in patch.values()):
+                nested.add(entity_id)
+                merged.pop(entity_id, None)
+            else:
+                merged.setdefault(entity_id, {}).update(patch)
+        texts: dict[str, str] = {}
+        for entity_id, patch in merged.items():
+            what = f"{kind} {entity_id!r}"
+            if all(isinstance(key, str) for key in patch):
+                try:
+                    texts[entity_id] = dumps(patch, what, "data")
+                    continue
+                except DescriptionError:
+                    pass
+            self._data_json(kind, entity_id, patch)  # raises the error that names the key or the value
+            texts[entity_id] = dumps(patch, what, "data")
+        return texts, [(i, p) for i, p in patches if i in nested]
 
     def _patched_data(
         self, conn: sqlite3.Connection, kind: str, patches: Sequence[tuple[str, Mapping[str, Any]]]

@@ -24,8 +24,8 @@ from pathlib import Path
 from pilotdata.errors import CoordinationError
 
 __all__ = [
-    "DDL", "EVENTS_INSERT", "EVENT_INSERT", "IDS", "MIN_SQLITE", "MOVES", "MOVES_WITH_DATA",
-    "SCHEMA_VERSION", "check_library", "create_or_check",
+    "DDL", "EVENTS_INSERT", "EVENT_INSERT", "IDS", "MIN_SQLITE", "MOVES", "MOVES_PATCHING_DATA",
+    "MOVES_WITH_DATA", "SCHEMA_VERSION", "check_library", "create_or_check",
 ]
 
 SCHEMA_VERSION = 2
@@ -111,6 +111,13 @@ detail as JSON texts)."""
 
 MOVES_WITH_DATA = _MOVE.format(data=_at(6)) + ", data = excluded.data"
 """:data:`MOVES` with each row's new data (a seventh field, a JSON text)."""
+
+MOVES_PATCHING_DATA = _MOVE.format(data=_at(6)) + ", data = json_patch(entities.data, excluded.data)"
+""":data:`MOVES` with a patch of each row's data (a seventh field, a JSON text of an object), applied by SQLite
+as a JSON merge patch: a key with ``null`` is deleted, any other value replaces the key's value. That is the
+data-patch rule for values that are not objects (an object would be merged into the stored one, not put in
+its place), so the backend uses it only for patches without objects among their values; the data is then
+neither read into Python nor encoded again."""
 
 
 

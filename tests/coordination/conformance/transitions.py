@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pilotdata import states
 from pilotdata.coordination import Coordination, TransitionRequest
-from pilotdata.errors import IllegalTransitionError, NotFoundError
+from pilotdata.errors import DescriptionError, IllegalTransitionError, NotFoundError
 from tests.coordination.conformance.base import ConformanceBase
 from tests.coordination.helpers import put_cu
 
@@ -208,6 +210,42 @@ class TransitionConformance(ConformanceBase):
         for i in plain:
             assert (records[i].state, records[i].detail) == ("Running", {"n": 1})
             assert records[i].data == {"reason": "old", "keep": i}
+
+    def test_a_patch_replaces_each_key_whole_and_later_patches_win(self, coord: Coordination) -> None:
+        """The data-patch rule in a batch that mixes plain and object values, per CU and across CUs: an object
+        value replaces the stored object (no merge), ``None`` deletes, nulls inside a value are kept, the
+        later of two patches of one CU wins, and numbers read back exactly."""
+        stored = {"nodes": {"n1": 1, "n2": 2}, "gone": "x", "keep": 0.1}
+        coord.create_many("cu", [(i, stored) for i in ("a", "b", "c")])
+        coord.transition_many("cu", [TransitionRequest(i, "Pending") for i in ("a", "b", "c")])
+        requests = [
+            TransitionRequest("a", "Running", data={"sandbox": "/s/a", "gone": None, "exit_code": 5}),
+            TransitionRequest("a", "Done", expected="Running", data={"exit_code": 0, "sandbox": None}),
+            TransitionRequest("b", "Running", data={"x": 1, "list": [None, {"n": None}], "f": 0.1 + 0.2}),
+            TransitionRequest("b", "Done", expected="Running", data={"nodes": {"n3": 3}, "x": None}),
+            TransitionRequest("c", "Running", data={"nodes": {"n1": None}, "big": 2**70}),
+            TransitionRequest("c", "Done", expected="Running", data={"gone": None, "k": "v"}),
+        ]
+        assert all(r.ok for r in coord.transition_many("cu", requests))
+        records = {r.id: r.data for r in coord.get_many("cu", ["a", "b", "c"]) if r}
+        assert records["a"] == {"nodes": {"n1": 1, "n2": 2}, "keep": 0.1, "exit_code": 0}
+        assert records["b"] == {"nodes": {"n3": 3}, "gone": "x", "keep": 0.1, "list": [None, {"n": None}],
+                                "f": 0.1 + 0.2}
+        assert records["c"] == {"nodes": {"n1": None}, "keep": 0.1, "big": 2**70, "k": "v"}
+
+    def test_a_patch_that_is_not_json_is_refused_and_changes_nothing(self, coord: Coordination) -> None:
+        put_cu(coord, "a", "Pending")
+        put_cu(coord, "b", "Pending")
+        cases: list[tuple[dict[Any, Any], str]] = [({"bad": {1, 2}}, "data.bad"), ({"bad": float("nan")}, "data.bad"),
+                                                   ({"ok": 1, 7: "seven"}, "data key 7")]
+        for bad, named in cases:
+            with pytest.raises(DescriptionError, match=named):
+                coord.transition_many("cu", [
+                    TransitionRequest("a", "Running", data={"fine": 1}),
+                    TransitionRequest("b", "Running", data=bad),
+                ])
+            assert [r.state for r in coord.get_many("cu", ["a", "b"]) if r] == ["Pending", "Pending"]
+            assert "fine" not in coord.get("cu", "a").data
 
     def test_final_move_can_release_the_claim_atomically(self, coord: Coordination) -> None:
         put_cu(coord, "a", "Pending")
