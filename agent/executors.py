@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from agent.child import StrPath
 from agent.launch import Launched, spawn
 from agent.nodeexec import NodeService, StoreOpener
 from pilotdata.errors import PilotDataError
@@ -101,8 +102,8 @@ class LocalExecutor:
         """Where the other nodes fetch this node's cache."""
         return self.service.peer_url
 
-    def spawn(self, cu: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str], extra: Mapping[str, str],
-              stdout: Path, stderr: Path) -> Launched:
+    def spawn(self, cu: str, argv: Sequence[str], cwd: StrPath, env: Mapping[str, str], extra: Mapping[str, str],
+              stdout: StrPath, stderr: StrPath) -> Launched:
         """Start a CU here (``env`` is its whole environment)."""
         return spawn(argv, cwd, env, stdout, stderr)
 
@@ -265,8 +266,8 @@ class RemoteExecutor:
         self._on_lost(self.node, why)
 
     # ------------------------------------------------------------------- work
-    def spawn(self, cu: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str], extra: Mapping[str, str],
-              stdout: Path, stderr: Path) -> RemoteProcess:
+    def spawn(self, cu: str, argv: Sequence[str], cwd: StrPath, env: Mapping[str, str], extra: Mapping[str, str],
+              stdout: StrPath, stderr: StrPath) -> RemoteProcess:
         """Start a CU on the node (``extra``: the CU's variables, added to the node's own environment)."""
         from agent.task import CUFailed
 

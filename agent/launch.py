@@ -34,9 +34,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from agent.child import ChildProcess, start
+from agent.child import ChildProcess, StrPath, start
 from agent.task import CUFailed, Task
 
 _VAR = re.compile(r"\\\$|\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -73,7 +72,7 @@ def shell_command(executable: str, arguments: Sequence[str]) -> str:
     return " ".join([executable, *arguments])
 
 
-def resolve_executable(name: str, sandbox: Path, path_var: str | None) -> str:
+def resolve_executable(name: str, sandbox: StrPath, path_var: str | None) -> str:
     """Absolute path of the executable; :class:`CUFailed` ``executable not found: X`` otherwise.
 
     A name with a ``/`` is taken relative to the sandbox; a bare name is searched in ``PATH``.
@@ -173,7 +172,7 @@ def mpi_prefix(
     return [*argv, "-np", n]
 
 
-def build_argv(task: Task, sandbox: Path, env: Mapping[str, str], mpi_launcher: str = "auto",
+def build_argv(task: Task, sandbox: StrPath, env: Mapping[str, str], mpi_launcher: str = "auto",
                hosts: Sequence[tuple[str, int]] = ()) -> list[str]:
     """The full argv of ``task``, behind the MPI launcher if any (with ``hosts``, the nodes an MPI CU
     spans): ``/bin/sh -c LINE`` in shell mode, else the expanded executable and arguments."""
@@ -276,8 +275,9 @@ def _stdin() -> int:
         return _devnull
 
 
-def spawn(argv: Sequence[str], sandbox: Path, env: Mapping[str, str], stdout: Path, stderr: Path) -> Launched:
+def spawn(argv: Sequence[str], sandbox: StrPath, env: Mapping[str, str], stdout: StrPath, stderr: StrPath) -> Launched:
     """Start ``argv`` in ``sandbox`` with stdout/stderr to the given files, in a new session."""
+    stdout, stderr = os.fspath(stdout), os.fspath(stderr)
     try:
         out = os.open(stdout, _OUTPUT_FLAGS, 0o666)
     except OSError as exc:
@@ -298,7 +298,7 @@ def spawn(argv: Sequence[str], sandbox: Path, env: Mapping[str, str], stdout: Pa
     return Launched(proc)
 
 
-def _start_failure(exc: OSError, executable: str, sandbox: Path) -> CUFailed:
+def _start_failure(exc: OSError, executable: str, sandbox: StrPath) -> CUFailed:
     """Why a CU process did not start, naming the sandbox when entering it failed, else the executable."""
     where = os.fsdecode(exc.filename) if exc.filename is not None else None
     if where == os.fspath(sandbox) and where != executable:  # (equal: exec of the sandbox itself failed)

@@ -315,10 +315,10 @@ class CUWorker:
             self._fail(failure)
             return
         if staged:  # no inputs: straight from Pending to Running (one round trip less per CU)
-            self._move(S.STAGING_INPUT, {"host": host}, {"sandbox": str(sandbox)})
+            self._move(S.STAGING_INPUT, {"host": host}, {"sandbox": sandbox})
             self.host.binding.unbind()  # a transfer's threads get every CPU, not an earlier CU's
             try:
-                self.host.stager.stage_in(task, sandbox, self.placement)
+                self.host.stager.stage_in(task, Path(sandbox), self.placement)
             except CUFailed as failure:
                 self._fail(failure)
                 return
@@ -333,7 +333,7 @@ class CUWorker:
             env = cu_environment(
                 task,
                 self.host.environment,
-                {"PDATA_CU_ID": task.id, "PDATA_PILOT_ID": self.host.pilot, "PDATA_SANDBOX": str(sandbox)},
+                {"PDATA_CU_ID": task.id, "PDATA_PILOT_ID": self.host.pilot, "PDATA_SANDBOX": sandbox},
                 self.host.passed_environment,
             )
             several = self.host.nodes is not None and self.host.nodes.launcher is not None
@@ -351,7 +351,7 @@ class CUWorker:
         if task.is_mpi:
             running["launcher"] = os.path.basename(argv[0])
         # queued, not awaited: the process starts now; a refused move interrupts the wait below
-        self._move_on(S.RUNNING, running, where if staged else {**where, "sandbox": str(sandbox)})
+        self._move_on(S.RUNNING, running, where if staged else {**where, "sandbox": sandbox})
         try:
             executor = self._executor()
             # what a node process adds to its own allow-listed environment: everything but that
@@ -385,7 +385,7 @@ class CUWorker:
             self._move(S.STAGING_OUTPUT, {"exit_code": 0})
             self.host.binding.unbind()
             try:
-                self.host.stager.stage_out(task, sandbox)
+                self.host.stager.stage_out(task, Path(sandbox))
             except StagingError as exc:
                 self._fail(CUFailed(f"output staging failed: {exc}", exit_code=0))
                 return

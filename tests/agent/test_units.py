@@ -19,7 +19,7 @@ from agent.launch import build_argv, cores, expand, mpi_prefix, resolve_executab
 from agent.nodes import Node
 from agent.policies import FailureStreak, Policies
 from agent.reaper import pipe_lines, serve
-from agent.sandbox import make_sandbox, sandbox_path
+from agent.sandbox import make_sandbox, output_file, sandbox_path
 from agent.task import CUFailed, Task
 from pilotdata.descriptions import ComputeUnitDescription
 from tests.agent.harness import process_alive
@@ -128,10 +128,22 @@ def test_sandbox_is_workdir_cu_id_or_the_working_directory(tmp_path: Path) -> No
     assert sandbox_path(tmp_path, _task(working_directory="rel/dir")) == tmp_path / "rel" / "dir"
     assert sandbox_path(tmp_path, _task(working_directory="/abs")) == Path("/abs")
     made = make_sandbox(tmp_path, _task(working_directory=str(tmp_path / "a" / "b")))
-    assert made.is_dir()
+    assert made == str(tmp_path / "a" / "b") and os.path.isdir(made)
+    assert make_sandbox(tmp_path, _task()) == str(tmp_path / "cu-1") and os.path.isdir(tmp_path / "cu-1")
+    assert make_sandbox(tmp_path, _task()) == str(tmp_path / "cu-1")  # exists already: the careful way
     (tmp_path / "file").write_text("x")
     with pytest.raises(CUFailed, match="a parent of it is not a directory"):
         make_sandbox(tmp_path, _task(working_directory=str(tmp_path / "file" / "sub")))
+
+
+def test_output_files_are_in_the_sandbox_and_their_directories_are_made(tmp_path: Path) -> None:
+    box = make_sandbox(tmp_path, _task())
+    assert output_file(box, "stdout") == str(tmp_path / "cu-1" / "stdout")
+    assert output_file(box, "logs/./run/err.txt") == str(tmp_path / "cu-1" / "logs" / "run" / "err.txt")
+    assert (tmp_path / "cu-1" / "logs" / "run").is_dir()
+    (tmp_path / "cu-1" / "flat").write_text("x")
+    with pytest.raises(CUFailed, match="cannot create the directory of output file 'flat/out'"):
+        output_file(box, "flat/out")
 
 
 # ----------------------------------------------------------------------------- slots
