@@ -145,6 +145,34 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def host_line() -> str:
+    """The processor, and how fast this Python runs the agent's own kind of work here.
+
+    The ratios to xargs compare Python (the agent, the client, the history writer) with a C loop of
+    ``fork``/``exec``, and hosts differ far more in the first than in the second: the same code gave
+    0.68-0.71x on one host and 0.40-0.45x on another whose Python ran such work 3x slower (see
+    docs/benchmarks.md). The probe is what an agent does for every CU it claims: parse the stored
+    description of a ``/bin/true`` CU (``ComputeUnitDescription.from_dict``), best of 5 x 2,000.
+    """
+    model = "unknown processor"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    from pilotdata.descriptions import ComputeUnitDescription
+
+    stored = ComputeUnitDescription.from_dict({"executable": "/bin/true", "shell": False}).to_dict()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(2000):
+            ComputeUnitDescription.from_dict(stored)
+        best = min(best, (time.perf_counter() - start) / 2000)
+    return (f"host: {model}; Python {sys.version.split()[0]} parses a stored CU description in "
+            f"{best * 1e6:.1f} us (the agent's work per CU claimed)")
+
+
 class Meter:
     """CPU of the agent, its CU processes, the coordination server, this client and its history writer."""
 
@@ -500,8 +528,9 @@ def main() -> int:
     def row(name: str, mode: str = "", note: str = "") -> Row:
         return rows.setdefault(name, Row(name, note=note, mode=mode))
 
+    host = host_line()
     print(f"{n} x /bin/true, one pilot with 2 slots; {CORES} cores; load average {os.getloadavg()[0]:.2f} "
-          f"at the start", flush=True)
+          f"at the start\n{host}", flush=True)
     load: list[float] = []
     with tempfile.TemporaryDirectory(prefix="pdata-bench-") as tmp, \
             tempfile.TemporaryDirectory(prefix="pdata-bench-pilots-", dir=args.workdir) as pilots:
@@ -576,7 +605,7 @@ def main() -> int:
                 redis_server.stop()
         per_sandbox = sandbox_cost(Path(pilots), fresh)
         fs = "a new ext4 for each run" if fresh is not None else file_system(Path(pilots).resolve())
-    report(rows, n, (before_sandbox, per_sandbox), fs, args.workdir, load)
+    report(rows, n, (before_sandbox, per_sandbox), fs, args.workdir, load, host)
     return 0
 
 
@@ -586,13 +615,13 @@ PHASES = ("start -> spawn", "spawn -> vfork", "vfork -> exec", "exec -> spawned"
 
 
 def report(rows: dict[str, Row], n: int, per_sandbox: tuple[float, float], fs: str, workdir: Path,
-           load: list[float]) -> None:
+           load: list[float], host: str) -> None:
     """Print the table, the targets and the per-CU profile."""
     xargs = rows["xargs -P2"]
     xargs_rate = n / xargs.median
     rounds = len(xargs.seconds)
     print(f"\n{n} x /bin/true, one pilot with 2 slots; medians of {rounds} round(s); load average "
-          f"{statistics.median(load):.2f} (1 min, median at the round starts)")
+          f"{statistics.median(load):.2f} (1 min, median at the round starts)\n{host}")
     print(f"sandboxes in {workdir} ({fs}): {per_sandbox[0]:.0f} us per mkdir + 2 file creates before the runs, "
           f"{per_sandbox[1]:.0f} us after them\n")
     print(f"{'runner':<34}{'tasks/s':>9}{'vs xargs':>10}  notes")

@@ -1,8 +1,9 @@
 """benchmarks/throughput.py at a small size, with the slot-cycle timing of ``--phases``.
 
 Runs the real script (a redis-server it starts, the embedded SQLite, fork pilots, ``xargs``) and checks
-what it prints: every runner's row with its ratio and target, every CU event in the history, the CPU
-profile, and an agent slot cycle whose spans add up to the rate the run measured.
+what it prints: the host line (processor, Python's speed), every runner's row with its ratio and target,
+every CU event in the history, the CPU profile, and an agent slot cycle whose spans add up to the rate the
+run measured.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def test_the_throughput_benchmark_prints_rates_profile_and_the_slot_cycle(tmp_pa
         rates[name] = float(row[len(name):].split()[0])
     assert any(line.startswith("xargs -P2") and " 1.00 " in line for line in lines)
     assert any(line.startswith("where the time goes") for line in lines)
+    # the host's processor and its Python's speed, next to the header and the results
+    hosts = [line for line in lines if line.startswith("host: ")]
+    assert len(hosts) == 2 and hosts[0] == hosts[1], hosts
+    assert re.search(r"parses a stored CU description in \d+\.\d us", hosts[0]), hosts[0]
     header = next(i for i, line in enumerate(lines) if line.startswith("an agent slot's cycle"))
     assert "start -> spawn" in lines[header + 1] and "end -> start" in lines[header + 1]
     cycles = {line[:34].strip(): line for line in lines[header + 2: header + 2 + len(runners)]}
