@@ -73,6 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fsspec.implementations.local import LocalFileSystem
 
 from benchmarks._freshfs import FreshExt4, FreshFsError, mount_of
+from benchmarks._host import host_line
 from tests import servers
 from transfer import FileEntry, VerifiedStats, copy_files
 from transfer.digests import available, new_hash
@@ -308,20 +309,22 @@ def hash_speed(algorithm: str, seconds: float = 0.5) -> float:
 
 def syscall_floor(src: Path, names: list[str], dest: Path) -> float:
     """Seconds per file of the engine's system calls alone, in a tight loop (no checks, no threads):
-    open/read/close the source, O_TMPFILE + write + linkat the destination."""
+    open/read/close the source, O_TMPFILE + write + linkat the destination. The paths are joined before
+    the clock starts (a pathlib join per file cost as much as the calls on a slow host)."""
+    paths = [(os.path.join(src, name), os.path.join(dest, name)) for name in names]
     start = time.perf_counter()
     made: set[str] = set()
-    for name in names:
-        fd = os.open(src / name, os.O_RDONLY)
+    for source, target in paths:
+        fd = os.open(source, os.O_RDONLY)
         data = os.read(fd, 1 << 20)
         os.close(fd)
-        parent = str((dest / name).parent)
+        parent = os.path.dirname(target)
         if parent not in made:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
         out = os.open(parent, os.O_RDWR | os.O_TMPFILE, 0o666)
         os.write(out, data)
-        os.link(f"/proc/self/fd/{out}", dest / name, src_dir_fd=out)
+        os.link(f"/proc/self/fd/{out}", target, src_dir_fd=out)
         os.close(out)
     return (time.perf_counter() - start) / len(names)
 
@@ -491,8 +494,9 @@ def run(args: argparse.Namespace) -> list[Result]:
         targets = {("local", "big", "xxh128"): 0.8, ("local", "small", "xxh128"): 0.5, ("fetch", "big", "blake3"): 0.8,
                    ("s3 up", "big", "xxh128"): 0.9, ("s3 down", "big", "xxh128"): 1.0,
                    ("s3 up", "small", "xxh128"): 1.0, ("s3 down", "small", "xxh128"): 1.0}
+        host = host_line()
         print(f"(cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}; algorithms: "
-              f"{', '.join(ALGORITHMS)})", flush=True)
+              f"{', '.join(ALGORITHMS)})\n{host}", flush=True)
         print(header(), flush=True)
 
         def measure(route: str, kind: str, plain_name: str, plain: tuple[Callable[[Path], Any], Clock] | None,
@@ -717,7 +721,7 @@ def main() -> None:
         if args.fresh is not None:
             args.fresh.close()
     print(f"\n(load average at the end: {os.getloadavg()[0]:.1f}; ratio = engine MB/s / plain MB/s of the medians, "
-          f"cpu = plain CPU / engine CPU)")
+          f"cpu = plain CPU / engine CPU)\n{host_line()}")
     print(header())
     for r in results:
         print(r.row())

@@ -71,6 +71,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._freshfs import FreshExt4, FreshFsError, mount_of
+from benchmarks._host import host_line
 from pilotdata import ComputeDataService, PilotComputeService
 from pilotdata.descriptions import PilotComputeDescription
 from pilotdata.history import History, HistoryWriter
@@ -143,34 +144,6 @@ def children_cpu() -> float:
     """CPU seconds of this process's reaped children."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def host_line() -> str:
-    """The processor, and how fast this Python runs the agent's own kind of work here.
-
-    The ratios to xargs compare Python (the agent, the client, the history writer) with a C loop of
-    ``fork``/``exec``, and hosts differ far more in the first than in the second: the same code gave
-    0.68-0.71x on one host and 0.40-0.45x on another whose Python ran such work 3x slower (see
-    docs/benchmarks.md). The probe is what an agent does for every CU it claims: parse the stored
-    description of a ``/bin/true`` CU (``ComputeUnitDescription.from_dict``), best of 5 x 2,000.
-    """
-    model = "unknown processor"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    from pilotdata.descriptions import ComputeUnitDescription
-
-    stored = ComputeUnitDescription.from_dict({"executable": "/bin/true", "shell": False}).to_dict()
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(2000):
-            ComputeUnitDescription.from_dict(stored)
-        best = min(best, (time.perf_counter() - start) / 2000)
-    return (f"host: {model}; Python {sys.version.split()[0]} parses a stored CU description in "
-            f"{best * 1e6:.1f} us (the agent's work per CU claimed)")
 
 
 class Meter:

@@ -145,6 +145,9 @@ def test_staging_copies_locally_into_new_file_systems(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "local copies each to a new ext4" in proc.stdout
     assert sum(line.startswith("local ") for line in proc.stdout.splitlines()) >= 4  # both data sets, twice
+    # the host (processor, Python's speed) at the start and the end, as throughput.py prints it
+    assert sum(line.startswith("host: ") and " parses a stored CU description in " in line
+               for line in proc.stdout.splitlines()) == 2
     assert loops_under(tmp_path) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("pdata-fresh-")]
 
