@@ -205,6 +205,10 @@ class NodeCaches:
         )
         if peer is not None:
             detail["peer"] = peer
+        if result.get("retries"):
+            detail["retries"], detail["reread_bytes"] = int(result["retries"]), int(result.get("reread_bytes") or 0)
+            log.warning("DataUnit %s: the copy to node %s was retried %d time(s); %d bytes moved again", du_id,
+                        node, detail["retries"], detail["reread_bytes"])
         self._record(du_id, detail)
         log.info("DataUnit %s: %d bytes to node %s from %s", du_id, nbytes, node,
                  f"node {peer}" if peer else (store.pd_id if store else "?"))

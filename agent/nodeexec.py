@@ -101,7 +101,8 @@ class NodeService:
             return store
 
     def fetch(self, key: str, entries: Iterable[Mapping[str, Any]], source: Mapping[str, Any]) -> dict[str, Any]:
-        """Make ``key`` complete in this node's cache from a store or a peer; bytes, seconds and method."""
+        """Make ``key`` complete in this node's cache from a store or a peer; bytes, seconds and method, and
+        ``reread_bytes`` / ``retries`` when failed attempts were retried (their bytes moved once more)."""
         import transfer
 
         items = [transfer.FileEntry.from_dict(e) for e in entries]
@@ -115,14 +116,25 @@ class NodeService:
             store = self._store(str(source["store"]), source.get("data") or {})
             fs, root = store.fs, store.path(str(source["du"]))
             method = "link" if store.scheme == "file" and _same_device(store.root, self.cache.root) else "copy"
+        taken_back = [0, 0]  # bytes of failed attempts that were retried, and how many there were
+
+        def progress(delta: int, files_done: int) -> None:
+            if delta < 0:  # the copy engine takes a failed attempt's bytes back before it retries
+                taken_back[0] -= delta
+                taken_back[1] += 1
+
         try:
-            self.cache.ensure(key, fs, root, items)
+            self.cache.ensure(key, fs, root, items, progress=progress)
         except Exception as exc:  # the transfer layer's errors, converted at this boundary
             from pilotdata.data import convert_transfer_error
 
             where = f"node {source['peer']}" if "peer" in source else str(source["store"])
             raise convert_transfer_error(exc, f"fetch of DataUnit {source.get('du') or key} from {where}") from exc
-        return {"bytes": sum(e.size or 0 for e in items), "seconds": time.monotonic() - started, "method": method}
+        result: dict[str, Any] = {"bytes": sum(e.size or 0 for e in items), "seconds": time.monotonic() - started,
+                                  "method": method}
+        if taken_back[1]:  # those bytes moved twice: the record says so (a link's counters show them)
+            result["reread_bytes"], result["retries"] = taken_back
+        return result
 
     def link(self, key: str, sandbox: str, files: Iterable[str] | None, copy: bool = False) -> None:
         """Link (or, with ``copy``, copy: for sandboxes other nodes read) ``key``'s files into ``sandbox``."""

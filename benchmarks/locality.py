@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import placement_speed
 from benchmarks._sites import SetupError, TwoSites, check_prerequisites, fmt_bytes, parse_rate, parse_size
 from pilotdata import ComputeDataService, PilotComputeService, PilotDataService
+from pilotdata.records import TRANSFER_EVENT
 from pilotdata.services.data_unit import DataUnit
 from pilotdata.services.pilot_compute import PilotCompute
 from pilotdata.services.pilot_data import PilotData
@@ -141,6 +142,11 @@ class Result:
     """Per site, how many distinct pilots ran CUs (each fetches the database once when it caches)."""
     notes: list[str] = field(default_factory=list)
     first_failure: str | None = None
+    store_fetches: dict[str, int] = field(default_factory=dict)
+    """Per site, the database's copies from a store into a pilot's cache, as the agents recorded them
+    (label-only: one per pilot that ran CUs there)."""
+    reread_bytes: dict[str, int] = field(default_factory=dict)
+    """Per site, bytes of those copies' failed attempts, moved again by the retry (the link counted both)."""
 
     @property
     def bytes_across(self) -> int:
@@ -379,6 +385,38 @@ def collect(
     return len(ran), len(failed), {s: by_site.get(s, 0) for s in SITES}, {s: pilots.get(s, 0) for s in SITES}, first
 
 
+def store_fetches(
+    env: Env, pset: PilotSet, after: str | None
+) -> tuple[dict[str, int], dict[str, int], list[str]]:
+    """Per site, the agents' recorded copies of the database from a store into a pilot cache since the
+    cursor ``after``, the bytes their retried attempts moved again, and a note for each failed or
+    retried copy."""
+    coord = env.session.coord
+    fetches: Counter[str] = Counter()
+    reread: Counter[str] = Counter()
+    notes: list[str] = []
+    while True:
+        events = coord.events_after(after, limit=1000)
+        for ev in events:
+            detail = ev.detail
+            if (ev.entity != TRANSFER_EVENT or ev.id != env.db.id or detail.get("origin") != "store"
+                    or not str(detail.get("destination", "")).startswith("pilot-cache:")):
+                continue
+            site = pset.site_of.get(ev.pilot or "", "?")
+            if detail.get("ok", True):
+                fetches[site] += 1
+            else:
+                notes.append(f"a copy of the database into {ev.pilot}'s cache ({site}) failed")
+            if detail.get("retries"):
+                reread[site] += int(detail.get("reread_bytes") or 0)
+                notes.append(f"the copy of the database into {ev.pilot}'s cache ({site}) was retried "
+                             f"{detail['retries']} time(s): {fmt_bytes(int(detail.get('reread_bytes') or 0))} "
+                             "crossed again")
+        if not events:
+            return ({s: fetches.get(s, 0) for s in SITES}, {s: reread.get(s, 0) for s in SITES}, notes)
+        after = events[-1].cursor
+
+
 def run_policy(env: Env, settings: Settings, policy: str, log: Callable[[str], None]) -> Result:
     """Start fresh pilots, run one policy measuring makespan and link bytes, stop the pilots."""
     up = time.perf_counter()
@@ -388,6 +426,7 @@ def run_policy(env: Env, settings: Settings, policy: str, log: Callable[[str], N
     new_sites: list[str] = []
     try:
         link = env.sites.link
+        cursor = env.session.coord.last_cursor()
         before = link.counters()
         started = time.perf_counter()
         if policy == "naive":
@@ -399,6 +438,8 @@ def run_policy(env: Env, settings: Settings, policy: str, log: Callable[[str], N
         makespan = time.perf_counter() - started
         after = link.counters()
         done, failed, by_site, pilots_used, first = collect(env, pset, ids)
+        fetched, reread, fetch_notes = store_fetches(env, pset, cursor)
+        notes += fetch_notes
     finally:
         down = time.perf_counter()
         stop_pilots(pset)
@@ -409,7 +450,7 @@ def run_policy(env: Env, settings: Settings, policy: str, log: Callable[[str], N
                     env.db.remove_replica(pd_id)
     remote = sorted({s for s, n in by_site.items() if n and s != HOME} | {s for s in new_sites if s != HOME})
     result = Result(policy, makespan, after[0] - before[0], after[1] - before[1], done, failed, by_site, remote,
-                    pilots_used, notes, first)
+                    pilots_used, notes, first, fetched, reread)
     log(f"  {policy}: {makespan:.1f} s, {fmt_bytes(result.bytes_across)} across sites, "
         f"{done}/{settings.cus} done (pilots: {up:.1f} s to start, {down:.1f} s to stop)")
     return result
@@ -457,6 +498,10 @@ def summarize(settings: Settings, results: dict[str, Result], placement_s: float
         "placement_seconds": placement_s,
     }
     for r in results.values():
+        if any(r.store_fetches.values()):
+            counts = ", ".join(f"{site} {n}" for site, n in r.store_fetches.items())
+            lines.append(f"{r.policy}: database copies from a store into pilot caches: {counts} "
+                         f"(pilots that ran CUs: {', '.join(f'{s} {n}' for s, n in r.pilots_used.items())})")
         for note in r.notes:
             lines.append(f"{r.policy}: {note}")
         if r.first_failure:

@@ -250,6 +250,59 @@ def test_a_node_process_fetches_from_the_store_once_then_peers_copy_it(tmp_path:
         head.close()
 
 
+class _FlakyStore:
+    """A store whose first read of a file breaks after its first chunk (a dropped connection)."""
+
+    scheme = "flaky"
+
+    def __init__(self, root: Path) -> None:
+        from fsspec.implementations.local import LocalFileSystem
+
+        opened: list[str] = []
+
+        class Flaky(LocalFileSystem):  # type: ignore[misc]  # fsspec is untyped
+            def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+                f = super()._open(path, mode, **kwargs)
+                if "r" in mode and path not in opened:
+                    opened.append(path)
+                    real = f.read
+
+                    def read(n: int = -1) -> bytes:
+                        if f.tell() > 0:
+                            raise ConnectionResetError(104, "connection reset by peer")
+                        return real(n)  # type: ignore[no-any-return]
+
+                    f.read = read
+                return f
+
+        self.fs, self.root, self.url, self.opened = Flaky(), str(root), f"flaky://{root}", opened
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def record(self) -> dict[str, Any]:
+        return {}
+
+
+def test_a_retried_fetch_records_the_bytes_that_moved_again(tmp_path: Path) -> None:
+    _, du, entries = _du(tmp_path, 3_000_000)
+    store = _FlakyStore(tmp_path / "store")
+    events: list[dict[str, Any]] = []
+    head = LocalExecutor("n1", tmp_path / "cache-head", "tok", serve=False, opener=lambda pd, data: store)
+    try:
+        caches = NodeCaches("p1", {"n1": head}, lambda du_id, d: events.append(dict(d)))
+        caches.ensure(du, "k1", entries, "n1", [StoreSource("pd1", {}, store.url)])
+        assert store.opened == [f"{tmp_path}/store/du1/db.bin"]  # the first read broke, once
+        (event,) = events
+        assert event["origin"] == "store" and event["bytes"] == 3_000_000
+        assert event["retries"] == 1 and 0 < event["reread_bytes"] <= 3_000_000
+        assert (head.service.cache.path("k1") / "db.bin").read_bytes() == (tmp_path / "store/du1/db.bin").read_bytes()
+        caches.ensure(du, "k1", entries, "n1", [StoreSource("pd1", {}, store.url)])  # held: no record
+        assert len(events) == 1
+    finally:
+        head.close()
+
+
 def test_a_node_process_runs_kills_and_reports_and_its_death_is_a_lost_node(tmp_path: Path) -> None:
     lost: list[str] = []
     remote = _node_process(tmp_path, "n2", lost)

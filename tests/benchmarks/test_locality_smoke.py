@@ -88,8 +88,12 @@ def test_refuses_without_namespaces_or_runs_three_policies(tmp_path: Path) -> No
     # naive: every CU at site-b streamed the whole database across the link itself
     assert naive["bytes_a_to_b"] >= at_b * D
     # label-only: each site-b pilot that ran CUs fetched the database once into its cache, no more
+    # (as the agents recorded it; a retried attempt's bytes crossed twice and are recorded as such)
     pilots_b = label["pilots_used"]["site-b"]
-    assert pilots_b * D <= label["bytes_a_to_b"] < (pilots_b + 0.5) * D
+    assert label["store_fetches"]["site-b"] == pilots_b, label["notes"]
+    assert pilots_b * D <= label["bytes_a_to_b"] < (pilots_b + 0.5) * D + label["reread_bytes"]["site-b"]
+    assert f"label-only: database copies from a store into pilot caches: site-a {label['store_fetches']['site-a']}, " \
+           f"site-b {pilots_b}" in stdout
     # engine: the replication plan made one copy at site-b, and nothing else crossed but small traffic
     assert any(note.startswith("replication of ") and "1 new replica" in note for note in engine["notes"])
     assert engine["remote_sites"] == ["site-b"]
