@@ -256,8 +256,9 @@ class SiteSshd:
     host_public_key: str
 
     def stop(self) -> None:
-        """Stop it by the PID in its pidfile."""
-        servers._kill_pidfile(self.directory / "sshd.pid")
+        """Stop it by the PID in its pidfile, and its sessions (a client at site-b cannot close its own once
+        the namespace is gone)."""
+        servers.kill_server_and_sessions(self.directory / "sshd.pid")
 
 
 def start_site_sshd(directory: Path, host: str, user_public_key: str, netns: str | None = None) -> SiteSshd:
@@ -290,6 +291,8 @@ UsePAM no
 StrictModes no
 MaxSessions 32
 MaxStartups 64:30:128
+ClientAliveInterval 15
+ClientAliveCountMax 4
 AcceptEnv PDATA_*
 Subsystem sftp internal-sftp
 """

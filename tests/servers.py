@@ -6,6 +6,8 @@ server by PID. Recipes: ``../shared/TESTING.md``. Nothing here listens on anythi
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import os
 import shutil
@@ -93,6 +95,49 @@ def _kill_pidfile(pidfile: Path, sig: int = signal.SIGTERM) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc``)."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    return not process_alive(pid)
+
+
+def kill_server_and_sessions(pidfile: Path) -> None:
+    """Stop a forking server (sshd) by its pidfile, and the sessions it forked.
+
+    Stopping sshd leaves its sessions running, by design, and a session whose client can no longer reach
+    it (the client's network namespace was deleted) then stays forever. The sessions are listed while the
+    server still is their parent; the server goes first (it forks no more), then they do.
+    """
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    sessions = _children(pid) if process_alive(pid) else []
+    _kill_pidfile(pidfile)
+    for session in sessions:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(session, signal.SIGTERM)
+    for session in sessions:
+        try:
+            wait_until(functools.partial(_gone, session), 10, f"session {session} to exit")
+        except AssertionError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(session, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- Redis
@@ -276,7 +321,7 @@ class SshServer:
     _pid: int = field(default=0, repr=False)
 
     def stop(self) -> None:
-        _kill_pidfile(self.directory / "sshd.pid")
+        kill_server_and_sessions(self.directory / "sshd.pid")
 
     def storage_options(self) -> dict[str, Any]:
         """Options for pilot-data's SFTP store / SSH launcher (key file + verified host key)."""
