@@ -475,12 +475,14 @@ class Agent:
         skipped: list[str] = []
         again: list[str] = []
         records = self.coord.get_many(Kind.CU, list(ids))
+        with self._workers_lock:  # once per claim: a scan of the held queue per CU grew with the prefetch
+            held = {t.id for t in self._held}
         for cu_id, record in zip(ids, records, strict=True):
             if record is None:
                 log.warning("claimed CU %s does not exist; dropping it", cu_id)
                 self.coord.release(self.pilot, [cu_id])
                 continue
-            if record.state == S.PENDING.value and self._holds(cu_id):
+            if record.state == S.PENDING.value and self._holds(cu_id, held):
                 again.append(cu_id)
                 continue
             if record.state != S.PENDING.value:
@@ -515,10 +517,15 @@ class Agent:
                      ", ".join(again))
         return len(skipped) + len(again)
 
-    def _holds(self, cu_id: str) -> bool:
-        """Whether a worker or the held queue has ``cu_id`` (under an earlier claim, if it was just claimed)."""
+    def _holds(self, cu_id: str, held: set[str]) -> bool:
+        """Whether a worker or the held queue has ``cu_id`` (under an earlier claim, if it was just claimed).
+
+        ``held``: the ids in the held queue when this claim's records were read. Only :meth:`_accept` (under
+        ``_claiming``) adds to the queue, and a CU leaves it for a worker (seen in ``_workers``) or for the
+        shared queue, so an id missing from it was not held under an earlier claim.
+        """
         with self._workers_lock:
-            return cu_id in self._workers or any(t.id == cu_id for t in self._held)
+            return cu_id in self._workers or cu_id in held
 
     def _fail_unstarted(self, cu_id: str, reason: str) -> None:
         req = TransitionRequest(cu_id, S.FAILED.value, S.PENDING.value, self.pilot, {"reason": reason},
