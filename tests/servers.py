@@ -97,9 +97,9 @@ def _kill_pidfile(pidfile: Path, sig: int = signal.SIGTERM) -> None:
             pass
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from ``/proc``)."""
-    found: list[int] = []
+def children(pid: int) -> list[tuple[int, str]]:
+    """The processes whose parent is ``pid``, each with its state (``S``, ``R``, ``Z`` ...), from ``/proc``."""
+    found: list[tuple[int, str]] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -107,8 +107,9 @@ def _children(pid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid:
+            found.append((int(entry), state))
     return found
 
 
@@ -127,7 +128,7 @@ def kill_server_and_sessions(pidfile: Path) -> None:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return
-    sessions = _children(pid) if process_alive(pid) else []
+    sessions = [child for child, _ in children(pid)] if process_alive(pid) else []
     _kill_pidfile(pidfile)
     for session in sessions:
         with contextlib.suppress(ProcessLookupError):

@@ -22,6 +22,7 @@ from agent import child
 from agent.child import Child
 from agent.launch import spawn
 from agent.task import CUFailed
+from tests.servers import children
 
 
 @pytest.fixture(autouse=True, params=["fork_exec", "popen"])
@@ -244,18 +245,7 @@ def test_waiting_with_a_timeout_polls_until_the_end(tmp_path: Path) -> None:
 
 def _zombies() -> list[int]:
     """This process's children that have ended and are not reaped."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if state == "Z" and int(ppid) == os.getpid():
-            found.append(int(entry))
-    return found
+    return [pid for pid, state in children(os.getpid()) if state == "Z"]
 
 
 def _file(path: Path, mode: int, content: bytes = b"#!/bin/sh\n") -> Path:
