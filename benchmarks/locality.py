@@ -408,10 +408,10 @@ def store_fetches(
             else:
                 notes.append(f"a copy of the database into {ev.pilot}'s cache ({site}) failed")
             if detail.get("retries"):
-                reread[site] += int(detail.get("reread_bytes") or 0)
+                again = int(detail.get("reread_bytes") or 0)
+                reread[site] += again
                 notes.append(f"the copy of the database into {ev.pilot}'s cache ({site}) was retried "
-                             f"{detail['retries']} time(s): {fmt_bytes(int(detail.get('reread_bytes') or 0))} "
-                             "crossed again")
+                             f"{detail['retries']} time(s): {fmt_bytes(again)} crossed again")
         if not events:
             return ({s: fetches.get(s, 0) for s in SITES}, {s: reread.get(s, 0) for s in SITES}, notes)
         after = events[-1].cursor
